@@ -1,0 +1,1 @@
+"""Selfment: library of pure functions (features -> NCut -> IPO -> head -> metrics)."""

@@ -1,0 +1,136 @@
+"""Frozen ViT backbones (DINOv3, DINOv2 with or without registers) through transformers.
+
+``load_backbone(name)`` accepts a Hugging Face id (``facebook/dinov3-vit7b16-pretrain-lvd1689m``,
+``facebook/dinov2-small``) or a local model directory. The model is always in ``eval()`` mode
+(DINOv3's RoPE jitter applies in train mode only and would corrupt features). Preprocessing follows
+method-spec.md: RGB, square resize to ``resolution`` (bilinear, aspect ratio not kept), ImageNet
+mean/std. The forward returns the final-normed patch tokens as an (h, w, d) grid per image (CLS and
+register tokens dropped) and the CLS token (for the CLS baseline of paper Table 4).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.errors import PipelineError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+SUPPORTED_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class BackboneError(PipelineError):
+    pass
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present (the local rank's GPU under torchrun), else the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(name: str, dtype: torch.dtype):
+    from transformers import AutoModel
+
+    if Path(name).is_dir():
+        return AutoModel.from_pretrained(name, dtype=dtype, local_files_only=True)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an owner/model id
+        raise BackboneError(f"backbone.name {name!r}: no such model directory")
+    try:  # a hub id already in the local cache loads without any network traffic
+        return AutoModel.from_pretrained(name, dtype=dtype, local_files_only=True)
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise BackboneError(
+            f"backbone.name {name!r} is not in the local Hugging Face cache and the hub is unreachable; "
+            f"download it elsewhere and point backbone.name at the local directory "
+            f"(e.g. dvc exp run -S backbone.name=/path/to/model)"
+        )
+    try:
+        return AutoModel.from_pretrained(name, dtype=dtype)
+    except OSError as exc:  # gated (DINOv3 needs the licence accepted) or misspelt ids
+        raise BackboneError(f"backbone.name {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+@dataclass
+class Backbone:
+    """A loaded frozen ViT and the facts about its token layout."""
+
+    model: torch.nn.Module
+    name: str
+    patch_size: int
+    num_prefix_tokens: int  # CLS + registers
+    hidden_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def grid(self, resolution: int) -> int:
+        """Patches per side at ``resolution``; the resolution must be a multiple of the patch size."""
+        if resolution <= 0 or resolution % self.patch_size:
+            raise BackboneError(
+                f"backbone.resolution {resolution} is not a positive multiple of the patch size "
+                f"{self.patch_size} of {self.name} (nearest: {max(1, round(resolution / self.patch_size)) * self.patch_size})"
+            )
+        return resolution // self.patch_size
+
+    @torch.inference_mode()
+    def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) normalised pixels -> patch tokens (B, h, w, d) and CLS tokens (B, d)."""
+        b, _, s, _ = pixel_values.shape
+        g = self.grid(s)
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        tokens = self.model(pixel_values=pixel_values).last_hidden_state
+        patches = tokens[:, self.num_prefix_tokens :].reshape(b, g, g, self.hidden_size)
+        return patches, tokens[:, 0]
+
+
+def from_model(model: torch.nn.Module, name: str, device: str = "auto") -> Backbone:
+    """Wrap an already-built transformers ViT (tests build tiny random ones in code)."""
+    cfg = model.config
+    if cfg.model_type not in SUPPORTED_MODEL_TYPES:
+        raise BackboneError(
+            f"backbone.name {name!r}: model type {cfg.model_type!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    dev = resolve_device(device)
+    model = model.to(dev).eval().requires_grad_(False)
+    dtype = next(model.parameters()).dtype
+    registers = getattr(cfg, "num_register_tokens", 0) or 0
+    return Backbone(model, name, int(cfg.patch_size), 1 + registers, int(cfg.hidden_size), dev, dtype)
+
+
+def load_backbone(name: str, dtype: str = "float32", device: str = "auto") -> Backbone:
+    """Load a frozen DINOv3/DINOv2 by Hugging Face id or local directory."""
+    if dtype not in DTYPES:
+        raise BackboneError(f"backbone.dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return from_model(_from_pretrained(name, DTYPES[dtype]), name, device)
+
+
+def preprocess(image: np.ndarray, resolution: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, S, S): bilinear square resize, ImageNet mean/std."""
+    resized = Image.fromarray(image).resize((resolution, resolution), Image.BILINEAR)
+    x = np.asarray(resized, dtype=np.float32) / 255.0
+    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)

@@ -1,0 +1,170 @@
+"""Datasets: a dataset is a sorted list of (stem, image path, optional mask path).
+
+A dataset spec (a dict from params.yaml) always has a ``root`` folder and is either a preset by
+name, ``{root: DIR, preset: ECSSD}``, or a generic pair of folders under the root,
+``{root: DIR, images: SUBDIR, masks: SUBDIR}`` (``masks`` may be omitted for unlabelled images). Images and masks are paired by file stem.
+Every pair is checked before any work starts (:func:`validate`); a problem raises
+:class:`DatasetError` with one line naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import PipelineError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# Official release layout first, then the re-distributions the community uses most
+# ("Image/Mask", SINet-V2's "Imgs/GT"). The first layout whose two folders exist wins.
+_COMMON = [("Image", "Mask"), ("Imgs", "GT"), ("images", "masks")]
+PRESETS: dict[str, list[tuple[str, str]]] = {
+    "ECSSD": [("images", "ground_truth_mask")] + _COMMON,
+    "DUTS-TR": [("DUTS-TR-Image", "DUTS-TR-Mask")] + _COMMON,
+    "DUTS-TE": [("DUTS-TE-Image", "DUTS-TE-Mask")] + _COMMON,
+    "HKU-IS": [("imgs", "gt")] + _COMMON,
+    "PASCAL-S": [("datasets/imgs/pascal", "datasets/masks/pascal")] + _COMMON,
+    "DUT-OMRON": [("DUT-OMRON-image", "pixelwiseGT-new-PNG")] + _COMMON,
+    "SOD": [("images", "GT")] + _COMMON,
+    "CHAMELEON": [("Imgs", "GT")] + _COMMON,
+    "CAMO": [("Images/Test", "GT")] + _COMMON,
+    "COD10K": [("Test/Image", "Test/GT_Object")] + _COMMON,
+    "NC4K": [("Imgs", "GT")] + _COMMON,
+}
+
+
+class DatasetError(PipelineError):
+    """A dataset problem, reported as one line naming the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    stem: str
+    image: Path
+    mask: Path | None
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+            if p.stem in files:
+                raise DatasetError(f"{p}: two files share the stem {p.stem!r} ({files[p.stem].name})")
+            files[p.stem] = p
+    return files
+
+
+def _folders(spec: dict, base: Path) -> tuple[Path, Path | None]:
+    if "root" not in spec:
+        raise DatasetError(f"dataset spec {spec!r} needs a 'root' folder")
+    root = base / spec["root"]
+    if "preset" in spec:
+        name = spec["preset"]
+        if name not in PRESETS:
+            raise DatasetError(f"unknown dataset preset {name!r}; known: {', '.join(PRESETS)}")
+        for img, msk in PRESETS[name]:
+            if (root / img).is_dir() and (root / msk).is_dir():
+                return root / img, root / msk
+        tried = ", ".join(f"{i}/ + {m}/" for i, m in PRESETS[name])
+        raise DatasetError(f"{root}: no {name} layout found (tried {tried})")
+    if "images" not in spec:
+        raise DatasetError(f"dataset spec {spec!r} needs either 'preset' or 'images' (and 'masks')")
+    masks = spec.get("masks")
+    return root / spec["images"], (root / masks if masks else None)
+
+
+def resolve(spec: dict, base: Path | str = ".") -> list[Sample]:
+    """Turn a dataset spec into samples sorted by stem; folder-level problems raise DatasetError."""
+    images_dir, masks_dir = _folders(spec, Path(base))
+    for folder in (images_dir, masks_dir):
+        if folder is not None and not folder.is_dir():
+            raise DatasetError(f"{folder}: folder does not exist")
+    images = _files_by_stem(images_dir)
+    if not images:
+        raise DatasetError(f"{images_dir}: no images found (extensions {', '.join(IMAGE_EXTS)})")
+    if masks_dir is None:
+        return [Sample(s, p, None) for s, p in images.items()]
+    masks = _files_by_stem(masks_dir)
+    for stem, path in images.items():
+        if stem not in masks:
+            raise DatasetError(f"{path}: no mask named {stem}.* in {masks_dir}")
+    for stem, path in masks.items():
+        if stem not in images:
+            raise DatasetError(f"{path}: mask has no image named {stem}.* in {images_dir}")
+    return [Sample(s, images[s], masks[s]) for s in images]
+
+
+def sample_subset(samples: list[Sample], size: int, seed: int) -> list[Sample]:
+    """The paper's training corpus: ``random.Random(seed).sample(sorted(image paths), size)``.
+
+    Returned in the sampled order (as the official code does). A dataset with at most ``size``
+    images is used whole, in sorted order; the caller reports that.
+    """
+    if size >= len(samples):
+        return list(samples)
+    by_path = {str(s.image): s for s in samples}
+    return [by_path[p] for p in random.Random(seed).sample(sorted(by_path), size)]
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        im = Image.open(path)
+        im.load()
+    except Exception as exc:  # PIL raises several types for unreadable or truncated files
+        raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
+    return im
+
+
+def _to_uint8(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer grayscale to 8 bit (scaled by the mode's range)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(np.round(arr * 255.0 / top), 0, 255).astype(np.uint8))
+    return im
+
+
+def load_image(path: Path | str) -> np.ndarray:
+    """RGB uint8 (H, W, 3); grayscale, palette, RGBA and 16-bit inputs are converted."""
+    im = _to_uint8(_open(Path(path)))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, im)
+    return np.asarray(im.convert("RGB"))
+
+
+def load_mask(path: Path | str) -> np.ndarray:
+    """Boolean (H, W) mask: foreground where the 8-bit gray value is >= 128."""
+    im = _to_uint8(_open(Path(path)))
+    if im.mode == "RGBA":
+        im = im.convert("RGB")
+    return np.asarray(im.convert("L")) >= 128
+
+
+def _check(sample: Sample, min_side: int) -> None:
+    image = _open(sample.image)
+    w, h = image.size
+    if min(w, h) < min_side:
+        raise DatasetError(f"{sample.image}: image is {w}x{h}, smaller than one {min_side}-px patch")
+    if sample.mask is not None:
+        mask = _open(sample.mask)
+        if mask.size != image.size:
+            raise DatasetError(
+                f"{sample.mask}: mask is {mask.size[0]}x{mask.size[1]} but its image is {w}x{h}"
+            )
+
+
+def validate(samples: list[Sample], min_side: int = 1, workers: int = 8) -> None:
+    """Decode every image and mask once; raise DatasetError on the first bad file (in stem order)."""
+    if not samples:
+        raise DatasetError("dataset is empty")
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_check, s, min_side) for s in samples]
+        for f in futures:
+            f.result()

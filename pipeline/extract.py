@@ -1,0 +1,90 @@
+"""Feature extraction: images -> frozen backbone -> sharded feature store.
+
+Decoding and resizing run in a thread pool ahead of the forward pass, and each finished shard is
+written by a background thread while the next one is computed, so on a GPU the store keeps up
+with the model. Under torchrun every rank writes its own whole shards (:func:`shards_for_rank`).
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.backbone import Backbone, preprocess
+from pipeline.datasets import Sample, load_image
+from pipeline.store import StoreSpec, StoreWriter, shards_for_rank
+
+
+def make_spec(samples: list[Sample], backbone: Backbone, resolution: int, images_per_shard: int,
+              compressor: dict, model_dtype: str) -> StoreSpec:
+    g = backbone.grid(resolution)
+    return StoreSpec(tuple(s.stem for s in samples), (g, g), backbone.hidden_size, backbone.name,
+                     resolution, backbone.patch_size, model_dtype, images_per_shard, dict(compressor))
+
+
+def _load(sample: Sample, resolution: int) -> tuple[np.ndarray, tuple[int, int]]:
+    image = load_image(sample.image)
+    return preprocess(image, resolution), image.shape[:2]
+
+
+def _batches(samples: list[Sample], indices: list[int], resolution: int, batch_size: int,
+             pool: ThreadPoolExecutor) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
+    """Decoded, preprocessed batches; the pool works at most two batches ahead (bounded memory)."""
+    window: deque[Future] = deque()
+    ahead = iter(indices)
+    for i in islice(ahead, 2 * batch_size):
+        window.append(pool.submit(_load, samples[i], resolution))
+    while window:
+        loaded = [window.popleft().result() for _ in range(min(batch_size, len(window)))]
+        for i in islice(ahead, len(loaded)):
+            window.append(pool.submit(_load, samples[i], resolution))
+        yield torch.from_numpy(np.stack([x for x, _ in loaded])), [hw for _, hw in loaded]
+
+
+def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWriter, shards: list[int], *,
+                   batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
+    """Compute and write the given shards that are not done yet; returns how many were written."""
+    spec = writer.spec
+    todo = writer.pending_shards(shards)
+    bar = tqdm(total=sum(len(spec.shard_range(k)) for k in todo), unit="img", disable=not progress,
+               desc=f"extract {writer.path.name}")
+    pending: Future | None = None
+    with ThreadPoolExecutor(workers) as loaders, ThreadPoolExecutor(1) as saver:
+        for k in todo:
+            idx = list(spec.shard_range(k))
+            feats, cls, sizes = [], [], []
+            for pixels, hw in _batches(samples, idx, spec.resolution, batch_size, loaders):
+                patches, cls_tokens = backbone(pixels)
+                feats.append(patches.float().cpu().numpy().astype(np.float16))
+                cls.append(cls_tokens.float().cpu().numpy().astype(np.float16))
+                sizes.extend(hw)
+                bar.update(len(hw))
+            if pending is not None:
+                pending.result()  # at most one shard in flight: bounded memory, errors surface
+            pending = saver.submit(writer.write_shard, k, np.concatenate(feats), np.concatenate(cls),
+                                   np.asarray(sizes))
+        if pending is not None:
+            pending.result()
+    bar.close()
+    return len(todo)
+
+
+def extract_dataset(samples: list[Sample], backbone: Backbone, path, spec: StoreSpec, *,
+                    rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = lambda: None,
+                    **kwargs) -> int:
+    """Create or resume the store at ``path``; rank 0 creates and finalises, every rank writes its shards."""
+    if rank == 0:
+        StoreWriter(path, spec, create=True)
+    barrier()
+    writer = StoreWriter(path, spec, create=False)
+    written = extract_shards(samples, backbone, writer, shards_for_rank(spec.n_shards, rank, world_size),
+                             progress=kwargs.pop("progress", rank == 0), **kwargs)
+    barrier()
+    if rank == 0:
+        writer.finalize()
+    return written
