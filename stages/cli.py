@@ -12,3 +12,5 @@ def main() -> None:
 
 for command in (demo_data, extract):
     main.add_command(command)
+if __name__ == "__main__":
+    main()

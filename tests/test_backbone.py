@@ -1,0 +1,91 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_MODEL, needs_shared_model, tiny_dinov2, tiny_dinov3
+from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneError, from_model, load_backbone, preprocess
+
+
+@pytest.mark.parametrize("make, registers", [(lambda: tiny_dinov2(), 0), (lambda: tiny_dinov2(4), 4),
+                                             (tiny_dinov3, 4)])
+def test_patch_tokens_are_the_models_own_with_cls_and_registers_dropped(make, registers):
+    model = make()
+    b = from_model(model, "tiny", device="cpu")
+    assert b.num_prefix_tokens == 1 + registers
+    s = 4 * b.patch_size
+    x = torch.randn(2, 3, s, s)
+    patches, cls = b(x)
+    ref = model(pixel_values=x).last_hidden_state
+    assert patches.shape == (2, 4, 4, 32)
+    # row-major grid: patch (r, c) is token 1 + registers + 4 r + c
+    torch.testing.assert_close(patches[1, 2, 3], ref[1, 1 + registers + 4 * 2 + 3])
+    torch.testing.assert_close(patches.reshape(2, 16, 32), ref[:, 1 + registers:])
+    torch.testing.assert_close(cls, ref[:, 0])
+
+
+def test_model_is_frozen_in_eval_mode_even_if_given_in_train_mode():
+    model = tiny_dinov3().train()
+    b = from_model(model, "tiny", device="cpu")
+    assert not b.model.training and not any(p.requires_grad for p in b.model.parameters())
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(b(x)[0], b(x)[0])  # no RoPE jitter: deterministic
+
+
+def test_resolution_must_be_a_multiple_of_the_patch_size():
+    b = from_model(tiny_dinov2(), "tiny", device="cpu")
+    assert b.grid(56) == 4
+    with pytest.raises(BackboneError, match=r"768 is not a positive multiple of the patch size 14.*nearest: 770"):
+        b.grid(768)
+
+
+def test_preprocess_square_resize_and_imagenet_normalisation():
+    image = np.full((30, 50, 3), 255, np.uint8)
+    image[..., 1] = 0
+    x = preprocess(image, 28)
+    assert x.shape == (3, 28, 28) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 5, 7], (np.array([1.0, 0.0, 1.0]) - IMAGENET_MEAN) / IMAGENET_STD, rtol=1e-6)
+
+
+def test_local_directory_loads_offline_with_requested_dtype(tiny_model_dir):
+    b = load_backbone(str(tiny_model_dir), dtype="bfloat16", device="cpu")
+    assert (b.patch_size, b.hidden_size, b.dtype) == (14, 32, torch.bfloat16)
+    patches, _ = b(torch.randn(1, 3, 28, 28))
+    assert patches.shape == (1, 2, 2, 32) and patches.dtype == torch.bfloat16
+
+
+def test_unknown_dtype_and_missing_directory_are_one_line_errors(tmp_path):
+    with pytest.raises(BackboneError, match="backbone.dtype 'float8'"):
+        load_backbone("x", dtype="float8")
+    with pytest.raises(BackboneError, match="no such model directory"):
+        load_backbone(str(tmp_path / "nope"))
+
+
+def test_offline_hub_id_fails_at_once_with_a_hint_to_use_a_local_directory(tmp_path, tiny_model_dir):
+    """Through the real CLI: one line on stderr, exit 2, no traceback, no network retries."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "data: {train: {dataset: {root: x, images: i}, sample_size: 1, sample_seed: 1}, eval: {}}\n"
+        "backbone: {name: facebook/dinov2-small, resolution: 56, eval_resolution: 56, dtype: float32, "
+        "batch_size: 1, workers: 1, device: cpu}\n"
+        "store: {images_per_shard: 2, compressor: {name: none}}\n")
+    (tmp_path / "x" / "i").mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (30, 30)).save(tmp_path / "x" / "i" / "a.png")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    r = subprocess.run([sys.executable, "-m", "stages.cli", "extract", "--params", str(params), "--split", "train",
+                        "--out", str(tmp_path / "f.zarr")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=20)  # hub retries take ~30 s: a hang guard, not a benchmark
+    assert r.returncode == 2 and "Retrying" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "point backbone.name at the local directory" in lines[0]
+
+
+@needs_shared_model
+def test_shared_dinov2_checkpoint_loads_through_the_same_path():
+    b = load_backbone(str(SHARED_MODEL), device="cpu")
+    assert (b.patch_size, b.hidden_size, b.num_prefix_tokens) == (14, 384, 1)
