@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import tiny_dinov2, write_pairs
+from conftest import SHARED_DUTS, SHARED_MODEL, needs_shared_duts, needs_shared_model, tiny_dinov2, write_pairs
 from pipeline.backbone import from_model, preprocess
 from pipeline.datasets import load_image, resolve
 from pipeline.extract import extract_dataset, make_spec
@@ -130,3 +130,32 @@ def test_two_gloo_ranks_write_disjoint_shards_that_equal_a_single_process_store(
     ddp, single = FeatureStore(tmp_path / "ddp.zarr"), FeatureStore(tmp_path / "single.zarr")
     for i in range(7):
         np.testing.assert_array_equal(ddp.features(i), single.features(i))
+
+
+@needs_shared_model
+@needs_shared_duts
+def test_extract_stage_on_real_images_stores_the_shared_models_tokens(tmp_path):
+    """The CLI end to end on 3 real DUTS-TR images with the real ViT-S/14, offline."""
+    import yaml
+    from click.testing import CliRunner
+
+    from pipeline.backbone import load_backbone
+    from stages.extract import extract
+
+    params = {
+        "data": {"train": {"dataset": {"root": str(SHARED_DUTS), "preset": "DUTS-TR"}, "sample_size": 3,
+                           "sample_seed": 111}, "eval": {}},
+        "backbone": {"name": str(SHARED_MODEL), "resolution": 224, "eval_resolution": 224, "dtype": "float32",
+                     "batch_size": 2, "workers": 2, "device": "cpu"},
+        "store": {"images_per_shard": 2, "compressor": {"name": "blosc", "cname": "zstd", "clevel": 3}},
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    r = CliRunner().invoke(extract, ["--params", str(tmp_path / "p.yaml"), "--split", "train",
+                                     "--out", str(tmp_path / "t.zarr")])
+    assert r.exit_code == 0, r.output
+    st = FeatureStore(tmp_path / "t.zarr")
+    b = load_backbone(str(SHARED_MODEL), device="cpu")
+    all_samples = resolve({"root": str(SHARED_DUTS), "preset": "DUTS-TR"})
+    sample = next(s for s in all_samples if s.stem == st.stems[2])
+    patches, _ = b(torch.from_numpy(preprocess(load_image(sample.image), 224))[None])
+    np.testing.assert_allclose(st.features(2).astype(np.float32), patches[0].numpy(), atol=1e-2, rtol=1e-2)

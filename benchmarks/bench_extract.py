@@ -1,0 +1,103 @@
+"""Extraction benchmark: backbone forward time vs whole-stage time, bytes per image, write MB/s.
+
+    python benchmarks/bench_extract.py --n 100 --resolution 756
+
+Runs the real extraction (decode + resize threads, forward, background shard writes) on the first
+``--n`` shared DUTS-TR images with the shared ViT-S/14, timing the backbone calls inside it; then
+re-writes the same features with each codec to compare size and write speed. Overhead is
+(stage time - forward time) / forward time, measured in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.backbone import load_backbone
+from pipeline.datasets import resolve, validate
+from pipeline.extract import extract_dataset, make_spec
+from pipeline.store import FeatureStore, StoreWriter
+
+HERE = Path(__file__).resolve().parents[1]
+CODECS = {
+    "none": {"name": "none"},
+    "blosc-lz4": {"name": "blosc", "cname": "lz4", "clevel": 5},
+    "blosc-zstd": {"name": "blosc", "cname": "zstd", "clevel": 3},
+    "zstd-1": {"name": "zstd", "clevel": 1},
+}
+
+
+class TimedBackbone:
+    def __init__(self, b):
+        self.b, self.seconds = b, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.b, name)
+
+    def __call__(self, x):
+        t = time.perf_counter()
+        out = self.b(x)
+        if out[0].is_cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--resolution", type=int, default=756)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--model", default=str(HERE.parent / "shared/models/dinov2-small-imgfocus"))
+    ap.add_argument("--data", default=str(HERE.parent / "shared/datasets/DUTS-TR"))
+    a = ap.parse_args()
+
+    samples = resolve({"root": a.data, "preset": "DUTS-TR"})[: a.n]
+    validate(samples, 14)
+    backbone = TimedBackbone(load_backbone(a.model))
+    tmp = Path(tempfile.mkdtemp())
+    spec = make_spec(samples, backbone, a.resolution, 50, CODECS["blosc-lz4"], "float32")
+    t = time.perf_counter()
+    extract_dataset(samples, backbone, tmp / "f.zarr", spec, batch_size=a.batch_size, progress=False)
+    stage = time.perf_counter() - t
+    fwd = backbone.seconds
+    print(f"{a.n} images at {a.resolution} px, {torch.get_num_threads()} threads, device {backbone.device}")
+    print(f"forward {fwd:.1f} s ({fwd / a.n * 1000:.0f} ms/img), stage {stage:.1f} s; "
+          f"overhead (stage - forward) / forward = {(stage - fwd) / fwd:.1%}")
+
+    st = FeatureStore(tmp / "f.zarr")
+    feats = np.stack([st.features(i) for i in range(len(st))])
+    cls, sizes = np.stack([st.cls(i) for i in range(len(st))]), st.sizes()
+    raw_mb = feats.nbytes / 1e6
+    print(f"\n| codec | bytes/image | ratio | write MB/s | read ms/image |\n|---|---|---|---|---|")
+    for name, codec in CODECS.items():
+        path = tmp / f"{name}.zarr"
+        s = make_spec(samples, backbone, a.resolution, 50, codec, "float32")
+        w = StoreWriter(path, s)
+        t = time.perf_counter()
+        for k in range(s.n_shards):
+            r = s.shard_range(k)
+            w.write_shard(k, feats[r.start:r.stop], cls[r.start:r.stop], sizes[r.start:r.stop])
+        write = time.perf_counter() - t
+        w.finalize()
+        rd = FeatureStore(path)
+        t = time.perf_counter()
+        for i in range(len(rd)):
+            rd.features(i)
+        read = (time.perf_counter() - t) / len(rd) * 1000
+        size = du(path)
+        print(f"| {name} | {size / a.n / 1e6:.2f} MB | {feats.nbytes / size:.3f} | {raw_mb / write:.0f} | {read:.1f} |")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
