@@ -159,3 +159,38 @@ def test_extract_stage_on_real_images_stores_the_shared_models_tokens(tmp_path):
     sample = next(s for s in all_samples if s.stem == st.stems[2])
     patches, _ = b(torch.from_numpy(preprocess(load_image(sample.image), 224))[None])
     np.testing.assert_allclose(st.features(2).astype(np.float32), patches[0].numpy(), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_extract_stage_under_torchrun_with_two_cpu_ranks(tmp_path, tiny_model_dir):
+    """`torchrun --nproc_per_node=2 --no-python selfment extract`: the launch the README documents."""
+    import os
+    import socket
+    import subprocess
+
+    import yaml
+
+    write_pairs(tmp_path / "ds", n=5)
+    params = {
+        "data": {"train": {"dataset": {"root": str(tmp_path / "ds"), "images": "images", "masks": "masks"},
+                           "sample_size": 1000, "sample_seed": 111}, "eval": {}},
+        "backbone": {"name": str(tiny_model_dir), "resolution": 56, "eval_resolution": 56, "dtype": "float32",
+                     "batch_size": 2, "workers": 2, "device": "cpu"},
+        "store": {"images_per_shard": 2, "compressor": {"name": "none"}},
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run(["torchrun", "--nproc_per_node=2", f"--master_port={port}", "--no-python", "selfment", "extract",
+                        "--params", str(tmp_path / "p.yaml"), "--split", "train", "--out", str(tmp_path / "t.zarr")],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "3 shards (2 written by rank 0)" in r.stdout and "3 shards (1 written by rank 1)" in r.stdout
+    samples = resolve({"root": str(tmp_path / "ds"), "images": "images", "masks": "masks"})
+    b = from_model(tiny_dinov2(), str(tiny_model_dir), device="cpu")
+    spec = make_spec(samples, b, 56, 2, {"name": "none"}, "float32")
+    extract_dataset(samples, b, tmp_path / "single.zarr", spec, progress=False)
+    for i in range(5):
+        np.testing.assert_array_equal(FeatureStore(tmp_path / "t.zarr").features(i),
+                                      FeatureStore(tmp_path / "single.zarr").features(i))
