@@ -1,0 +1,60 @@
+"""Initial bipartitions of paper Table 4 (CLS token, k-means, NCut) and NCut + IPO (Table 3).
+
+The paper does not say how CLS or k-means picks the foreground side; the rules here are documented
+in the README ("Choices the paper leaves open").
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.cluster.vq
+
+from pipeline.features import l2_normalize
+from pipeline.ipo import IPOResult, ipo
+from pipeline.ncut import Fiedler, ncut
+
+METHODS = ("cls", "kmeans", "ncut", "ncut_ipo")
+
+
+def cls_bipartition(features: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Foreground = patches whose cosine similarity to the CLS token exceeds the image's mean."""
+    s = l2_normalize(features.astype(np.float32)) @ l2_normalize(cls.astype(np.float32))
+    return s > s.mean()
+
+
+def border_share(mask: np.ndarray) -> float:
+    """Fraction of the grid's border patches that are in ``mask``."""
+    border = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
+    return float(border.mean())
+
+
+def kmeans_bipartition(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """k-means (k = 2, k-means++ seeded) on L2-normalised patch features; foreground = the cluster
+    holding the smaller share of the border patches (ties: the smaller cluster)."""
+    h, w, d = features.shape
+    f = l2_normalize(features.reshape(h * w, d).astype(np.float64))
+    with warnings.catch_warnings():  # an empty cluster is a legitimate (degenerate) outcome
+        warnings.simplefilter("ignore")
+        _, labels = scipy.cluster.vq.kmeans2(f, 2, minit="++", seed=seed)
+    mask = (labels == 1).reshape(h, w)
+    key, key_inv = (border_share(mask), mask.mean()), (border_share(~mask), (~mask).mean())
+    return mask if key <= key_inv else ~mask
+
+
+@dataclass(frozen=True)
+class Bipartitions:
+    masks: dict[str, np.ndarray]   # method -> (h, w) bool
+    fiedler: Fiedler
+    ipo: IPOResult
+
+
+def all_methods(features: np.ndarray, cls: np.ndarray, *, ncut_kw: dict, ipo_kw: dict, kmeans_seed: int = 0
+                ) -> Bipartitions:
+    """Every method of ``METHODS`` on one (h, w, d) feature grid; NCut is solved once and refined by IPO."""
+    mask, fv = ncut(features, return_vector=True, **ncut_kw)
+    refined = ipo(features, mask, **ipo_kw)
+    masks = {"cls": cls_bipartition(features, cls), "kmeans": kmeans_bipartition(features, kmeans_seed),
+             "ncut": mask, "ncut_ipo": refined.mask}
+    return Bipartitions(masks, fv, refined)

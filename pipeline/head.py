@@ -1,0 +1,131 @@
+"""Lightweight patch head (paper Sec. 3.3, Eq. 9) and its inference (method-spec "Inference").
+
+The head sees one patch feature at a time, so it runs on any grid size (any input resolution that
+is a multiple of the patch size). Weights are saved as a safetensors file whose metadata holds the
+JSON config needed to rebuild the module.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.features import l2_normalize
+from pipeline.maps import upsample
+
+HEAD_FORMAT = "selfment-head/1"
+
+
+class HeadError(PipelineError):
+    pass
+
+
+def as_tensor(x) -> torch.Tensor:
+    """numpy array / tensor -> tensor without a copy when possible (read-only arrays are copied)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    a = np.asarray(x)
+    if not a.flags.writeable or not a.flags.c_contiguous:
+        a = np.array(a, order="C")
+    return torch.from_numpy(a)
+
+
+class Head(nn.Module):
+    """Projection phi_theta (Eq. 9: z = W2 relu(W1 f + b1) + b2) followed by the classifier l = Wc z + bc.
+
+    ``forward`` L2-normalises the raw patch features in float32 first (method-spec: the head's input
+    is L2-normalised features), so callers pass features straight from the store (float16 is fine).
+    For dim 4096 and the defaults this has 541,186 parameters (the paper's 0.54M).
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, embed: int = 128, n_classes: int = 2):
+        super().__init__()
+        self._config = {"dim": int(dim), "hidden": int(hidden), "embed": int(embed), "n_classes": int(n_classes)}
+        self.proj = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, embed))
+        self.classifier = nn.Linear(embed, n_classes)
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (``Head(**head.config)`` rebuilds the architecture)."""
+        return dict(self._config)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., N, d) raw features -> (logits (..., N, n_classes), embeddings z (..., N, embed))."""
+        w = self.classifier.weight
+        f = as_tensor(features).to(device=w.device, dtype=torch.float32)
+        if f.shape[-1] != self._config["dim"]:
+            raise ValueError(f"head expects feature dim {self._config['dim']}, got {f.shape[-1]}")
+        z = self.proj(l2_normalize(f, axis=-1))
+        return self.classifier(z), z
+
+
+def fg_prob(logits: torch.Tensor) -> torch.Tensor:
+    """Foreground probability p = softmax(l)[..., 1] (method-spec "Inference")."""
+    return torch.softmax(logits, dim=-1)[..., 1]
+
+
+def save_head(head: Head, path) -> Path:
+    """Write the head's weights + JSON config (safetensors metadata) atomically to ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    meta = {"format": HEAD_FORMAT, "config": json.dumps(head.config, sort_keys=True)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_head(path, device="cpu") -> Head:
+    """Rebuild a :class:`Head` saved by :func:`save_head`; raises HeadError naming the file if unreadable."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise HeadError(f"head weights file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+        if meta.get("format") != HEAD_FORMAT or "config" not in meta:
+            raise ValueError(f"metadata is not a {HEAD_FORMAT} file")
+        head = Head(**json.loads(meta["config"]))
+        head.load_state_dict(state, strict=True)
+    except Exception as e:  # safetensors, json and state-dict errors all mean "not a valid head file"
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise HeadError(f"cannot read head weights {path}: {reason}") from None
+    return head.to(device).eval()
+
+
+def predict_map(head: Head, features_hw_d, size: tuple[int, int], chunk: int = 65536) -> np.ndarray:
+    """Foreground probability map (method-spec "Inference").
+
+    p = softmax(head(f))[:, 1] on the h x w patch grid, bilinearly upsampled (align_corners=False) to
+    ``size`` = (H, W), clamped to [0, 1]; float32 (H, W). Patches are pushed through the head ``chunk``
+    rows at a time (each chunk is converted to float32 on its own), so 160 x 160 grids at 2560 px with
+    d = 4096 stay within memory.
+    """
+    if features_hw_d.ndim != 3:
+        raise ValueError(f"predict_map expects (h, w, d) features, got shape {tuple(features_hw_d.shape)}")
+    h, w, d = (int(s) for s in features_hw_d.shape)
+    H, W = (int(s) for s in size)
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
+    device = head.classifier.weight.device
+    flat = features_hw_d.reshape(h * w, d)
+    probs = []
+    with torch.no_grad():
+        for s in range(0, h * w, chunk):
+            part = flat[s : s + chunk]
+            if not isinstance(part, torch.Tensor):
+                part = torch.from_numpy(np.array(part, dtype=np.float32))
+            logits, _ = head(part.to(device))
+            probs.append(fg_prob(logits))
+        return upsample(torch.cat(probs).reshape(h, w), (H, W))

@@ -1,0 +1,89 @@
+"""Per-image self-supervised losses (paper Sec. 3.3, Eq. 10-13).
+
+All functions take one image: logits (N, 2), embeddings z (N, E), pseudo-labels y (N,) (bool or
+0/1 float, 1 = foreground).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _labels(y, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(y, device=like.device).reshape(-1)
+
+
+def bce_loss(logits: torch.Tensor, y) -> torch.Tensor:
+    """Eq. 12: mean binary cross-entropy of sigmoid(l^(1)) on the foreground logit l^(1) = logits[:, 1]."""
+    y = _labels(y, logits).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits[:, 1], y)
+
+
+def dice_loss(p: torch.Tensor, y, eps: float = 1e-6, squared: bool = True) -> torch.Tensor:
+    """Eq. 11 soft Dice on foreground probabilities p (callers pass softmax(logits)[:, 1]).
+
+    ``squared=True`` (paper): 1 - (2 sum p y + eps) / (sum p^2 + sum y^2 + eps);
+    ``squared=False`` (official code): denominator sum p + sum y + eps. They agree for binary p.
+    An all-background mask with p ~ 0 gives ~0 loss thanks to eps.
+    """
+    p = p.reshape(-1)
+    y = _labels(y, p).to(p.dtype)
+    inter = (p * y).sum()
+    den = (p * p).sum() + (y * y).sum() if squared else p.sum() + y.sum()
+    return 1.0 - (2.0 * inter + eps) / (den + eps)
+
+
+def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self: bool = False) -> torch.Tensor:
+    """Eq. 10 supervised contrastive (SupCon) loss over all patches of one image.
+
+    z is L2-normalised, S = z z^T / temperature. Each anchor i's log-probabilities use the row
+    denominator sum_{k != i} exp(S_ik) (paper, ``include_self=False``) or sum_k exp(S_ik) including the
+    self term (official code, ``include_self=True``). Loss = -mean_i mean_{j in P_i} log prob_ij with
+    P_i = {j != i : y_j = y_i}. If either class has fewer than 2 patches some anchor has no positive, and
+    the loss is a zero that keeps the graph (so backward and DDP still work).
+
+    Numerics: the row max is subtracted before exponentiating; the self term is masked with -inf.
+    Memory: a few dense N x N float32 matrices, ~21 MB each at N = 2304 (768 px / 16), 164 MB at
+    N = 6400 (1280 px) -- fine for one image per step.
+    """
+    y = _labels(y, z).bool()
+    n = y.numel()
+    n_fg = int(y.sum())
+    if n_fg < 2 or n - n_fg < 2:
+        return z.sum() * 0.0
+    z = F.normalize(z, dim=1)
+    s = (z @ z.T) / temperature
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    if not include_self:
+        s = s.masked_fill(eye, float("-inf"))
+    s = s - s.max(dim=1, keepdim=True).values.detach()
+    log_prob = s - torch.log(torch.exp(s).sum(dim=1, keepdim=True))
+    pos = (y[:, None] == y[None, :]) & ~eye
+    mean_pos = log_prob.masked_fill(~pos, 0.0).sum(dim=1) / pos.sum(dim=1)
+    return -mean_pos.mean()
+
+
+def total_loss(logits: torch.Tensor, z: torch.Tensor, y, *, w_bce: float = 1.0, w_dice: float = 1.0,
+               w_con: float = 0.1, temperature: float = 0.05, dice_squared: bool = True,
+               include_self: bool = False) -> tuple[torch.Tensor, dict]:
+    """Eq. 13: w_con L_con + w_dice L_Dice + w_bce L_BCE (paper weights 0.1 / 1.0 / 1.0).
+
+    Returns (total, {"bce", "dice", "con"} as Python floats of the unweighted components). A component
+    with weight 0 is not computed and is reported as None.
+    """
+    y = _labels(y, logits)
+    total = logits.sum() * 0.0
+    parts: dict[str, float | None] = {"bce": None, "dice": None, "con": None}
+    if w_bce:
+        v = bce_loss(logits, y)
+        total = total + w_bce * v
+        parts["bce"] = float(v.detach())
+    if w_dice:
+        v = dice_loss(torch.softmax(logits, dim=-1)[:, 1], y, squared=dice_squared)
+        total = total + w_dice * v
+        parts["dice"] = float(v.detach())
+    if w_con:
+        v = contrastive_loss(z, y, temperature=temperature, include_self=include_self)
+        total = total + w_con * v
+        parts["con"] = float(v.detach())
+    return total, parts

@@ -1,0 +1,193 @@
+"""Saliency metrics (method-spec "Metrics"): a pure per-image function and a mergeable aggregator.
+
+``image_scores`` turns one (prediction, mask) pair into per-image quantities; ``aggregate`` averages a
+list of them into dataset numbers. Images can therefore be scored in any order, in parallel processes
+or shards, and merged by concatenating the lists.
+
+Conventions (each reported under its own name, never mixed):
+
+* Thresholds ``THRESHOLDS = 0..255``: ``t = k/255``, foreground where ``pred_u8 > k``. A float map is
+  first rounded to uint8 (``to_uint8``), so float and uint8 inputs give identical scores.
+* Convention A (TokenCut), ``fmax_dataset`` = max_t mean_i F_i(t) with beta^2 = 0.3.
+* Convention B (SelfMask / FOUND / Selfment code), ``fmax_image`` = mean_i max_t F_i(t) with the code's
+  ``(1 + b^2) P R / (b^2 P + R)``, b = 0.3, i.e. an effective beta^2 = 0.09.
+* Precision = TP / (TP + FP), recall = TP / (TP + FN), F = (1 + beta^2) P R / (beta^2 P + R); every 0/0
+  is 0 (as the reference codes' ``+ eps`` denominators and PySODMetrics' safe division give). Hence a
+  threshold with no predicted pixel has P = 0 and F = 0, and an image with an empty mask has R = 0 and
+  F = 0 at every threshold (it can only lower F_max, whatever the prediction).
+* IoU and Acc: prediction binarised at 0.5 (``pred_u8 > 127``, i.e. ``round(255 p) >= 128``, p >= 0.5
+  up to the uint8 rounding), IoU = |P & G| / |P | G| with an empty union defined as 1.0, Acc = mean(P == G);
+  both averaged over images.
+* COD / PySODMetrics (``cod=True``): fresh ``Smeasure`` (alpha 0.5), ``WeightedFmeasure`` (beta 1),
+  ``MAE``, ``Emeasure`` and ``FmeasureV2`` + ``FmeasureHandler(beta=0.3)`` (beta there is beta^2) are
+  stepped on the single image, so averaging the per-image results reproduces the library's dataset
+  result exactly (its convention C: per-image min-max normalised prediction, curves averaged over
+  images, then max / mean).
+
+Ground truth: a boolean mask is used as is; any other dtype is foreground where ``gt > 127`` (the
+``>= 128`` of ``pipeline.datasets.load_mask``). PySODMetrics itself binarises raw uint8 masks at
+``> 128``; the library gets our boolean mask as 0/255, so all metrics of one call see the same mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+THRESHOLDS = np.arange(256)  # t = k / 255, foreground where pred_u8 > k
+BETA2_A = 0.3                # convention A: beta^2
+BETA2_B = 0.3 ** 2           # convention B: the code's beta = 0.3 enters squared -> 0.09
+COD_KEYS = ("sm", "wfm", "mae", "em_adp", "em_curve", "fm_adp", "fm_curve")
+
+
+class MetricsError(PipelineError):
+    """Bad metric input (shape mismatch, non-finite prediction, inconsistent score lists)."""
+
+
+def to_uint8(prob: np.ndarray) -> np.ndarray:
+    """[0, 1] float map -> uint8 ``round(clip(p, 0, 1) * 255)``; uint8 input passes through.
+
+    Same rule as ``pipeline.maps.to_uint8`` (what the saved PNG maps hold)."""
+    prob = np.asarray(prob)
+    if prob.dtype == np.uint8:
+        return prob
+    if prob.dtype == bool:
+        return prob.astype(np.uint8) * np.uint8(255)
+    p = prob.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(p)):
+        raise MetricsError("prediction contains NaN or inf")
+    return np.round(np.clip(p, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _binary_gt(gt: np.ndarray) -> np.ndarray:
+    gt = np.asarray(gt)
+    return gt if gt.dtype == bool else gt > 127
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise with 0 where den == 0 (float64)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def f_measure(precision: np.ndarray, recall: np.ndarray, beta2: float) -> np.ndarray:
+    """(1 + beta2) P R / (beta2 P + R), 0 where the denominator is 0."""
+    return _safe_div((1 + beta2) * precision * recall, beta2 * precision + recall)
+
+
+def _cod_scores(pred_u8: np.ndarray, gt: np.ndarray) -> dict:
+    """PySODMetrics results of one image (fresh objects, one ``step`` each)."""
+    import py_sod_metrics as psm
+
+    gt_u8 = gt.astype(np.uint8) * np.uint8(255)  # the library re-binarises at > 128: same mask
+    sm, wfm, mae, em = psm.Smeasure(), psm.WeightedFmeasure(), psm.MAE(), psm.Emeasure()
+    fm = psm.FmeasureV2(metric_handlers={"fm": psm.FmeasureHandler(with_dynamic=True, with_adaptive=True,
+                                                                   beta=BETA2_A)})
+    for m in (sm, wfm, mae, em, fm):
+        m.step(pred=pred_u8, gt=gt_u8)
+    em_res, fm_res = em.get_results()["em"], fm.get_results()["fm"]
+    # The library's curves run from its highest threshold (>= 255) down to the lowest; max/mean ignore order.
+    return {
+        "sm": float(sm.get_results()["sm"]),
+        "wfm": float(wfm.get_results()["wfm"]),
+        "mae": float(mae.get_results()["mae"]),
+        "em_adp": float(em_res["adp"]),
+        "em_curve": np.asarray(em_res["curve"], dtype=np.float64),
+        "fm_adp": float(fm_res["adaptive"]),
+        "fm_curve": np.asarray(fm_res["dynamic"], dtype=np.float64),
+    }
+
+
+def image_scores(pred: np.ndarray, gt: np.ndarray, *, cod: bool = False) -> dict:
+    """Per-image quantities of one (H, W) saliency map against its (H, W) mask (see module docstring).
+
+    pred: uint8 0..255 or float in [0, 1] (rounded by ``to_uint8``); gt: bool, or gray values (> 127).
+    Returns 'precision', 'recall', 'f_a' (beta^2 0.3), 'f_b' (effective beta^2 0.09) as (256,) float64
+    curves over ``THRESHOLDS`` (pred_u8 > k), 'iou' and 'acc' at 0.5 (empty union -> IoU 1.0), and with
+    ``cod`` the PySODMetrics results 'sm', 'wfm', 'mae', 'em_adp', 'em_curve', 'fm_adp', 'fm_curve'.
+    """
+    u = to_uint8(pred)
+    g = _binary_gt(gt)
+    if u.ndim != 2 or u.shape != g.shape:
+        raise MetricsError(f"prediction {u.shape} and mask {g.shape} must be the same (H, W)")
+
+    # Histograms of prediction values over mask fg / bg; #(value > k) = total - cumsum up to k.
+    h_fg = np.bincount(u[g], minlength=256)
+    h_bg = np.bincount(u[~g], minlength=256)
+    n_fg, n_bg = int(h_fg.sum()), int(h_bg.sum())
+    tp = n_fg - np.cumsum(h_fg)
+    fp = n_bg - np.cumsum(h_bg)
+    precision = _safe_div(tp, tp + fp)
+    recall = _safe_div(tp, np.full(256, n_fg))
+
+    # Binary at 0.5 = threshold index 127.
+    tp5, fp5 = int(tp[127]), int(fp[127])
+    fn5 = n_fg - tp5
+    union = tp5 + fp5 + fn5
+    out = {
+        "precision": precision,
+        "recall": recall,
+        "f_a": f_measure(precision, recall, BETA2_A),
+        "f_b": f_measure(precision, recall, BETA2_B),
+        "iou": 1.0 if union == 0 else tp5 / union,
+        "acc": (u.size - fp5 - fn5) / u.size,
+    }
+    if cod:
+        out.update(_cod_scores(u, g))
+    return out
+
+
+def _stack(scores: list[dict], key: str) -> np.ndarray:
+    return np.array([s[key] for s in scores], dtype=np.float64)
+
+
+def aggregate(scores: list[dict]) -> dict[str, float]:
+    """Dataset metrics from per-image ``image_scores`` (any order, any split into parts).
+
+    'fmax_dataset' (convention A), 'fmax_image' (convention B), 'iou', 'acc'; when every image has its
+    COD results also 'sm', 'wfm', 'mae', 'em_adp', 'em_mean', 'em_max', 'fm_adp', 'fm_mean', 'fm_max'
+    (PySODMetrics: mean of the per-image values / curves, then max or mean over the curve).
+    """
+    if not scores:
+        raise MetricsError("no images to aggregate")
+    has_cod = [all(k in s for k in COD_KEYS) for s in scores]
+    if any(has_cod) and not all(has_cod):
+        raise MetricsError("some images have COD scores and some do not: score them all with the same cod flag")
+
+    out = {
+        "fmax_dataset": float(_stack(scores, "f_a").mean(axis=0).max()),
+        "fmax_image": float(_stack(scores, "f_b").max(axis=1).mean()),
+        "iou": float(_stack(scores, "iou").mean()),
+        "acc": float(_stack(scores, "acc").mean()),
+    }
+    if all(has_cod):
+        em_curve = _stack(scores, "em_curve").mean(axis=0)
+        fm_curve = _stack(scores, "fm_curve").mean(axis=0)
+        out.update({
+            "sm": float(_stack(scores, "sm").mean()),
+            "wfm": float(_stack(scores, "wfm").mean()),
+            "mae": float(_stack(scores, "mae").mean()),
+            "em_adp": float(_stack(scores, "em_adp").mean()),
+            "em_mean": float(em_curve.mean()),
+            "em_max": float(em_curve.max()),
+            "fm_adp": float(_stack(scores, "fm_adp").mean()),
+            "fm_mean": float(fm_curve.mean()),
+            "fm_max": float(fm_curve.max()),
+        })
+    return out
+
+
+def pr_curve(scores: list[dict]) -> pd.DataFrame:
+    """Mean precision / recall / F (convention A ingredient, beta^2 0.3) per threshold t = k/255."""
+    if not scores:
+        raise MetricsError("no images for a PR curve")
+    return pd.DataFrame({
+        "threshold": THRESHOLDS / 255.0,
+        "precision": _stack(scores, "precision").mean(axis=0),
+        "recall": _stack(scores, "recall").mean(axis=0),
+        "f_a": _stack(scores, "f_a").mean(axis=0),
+    })
