@@ -39,6 +39,14 @@ def pseudo_config(p: dict) -> dict:
     return {"ncut_kw": dict(p["ncut"]), "ipo_kw": dict(p["ipo"]), "kmeans_seed": p["pseudo"]["kmeans_seed"]}
 
 
+def partial_dir(cfg: dict, store: FeatureStore, has_gt: bool) -> Path:
+    """Where finished chunks wait for the final merge; named by everything that shapes their content."""
+    key = hashlib.sha256(json.dumps([cfg, store.attrs["fingerprint"], has_gt], sort_keys=True).encode()).hexdigest()
+    path = Path("data/tmp/pseudo_masks") / key[:16]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @click.command("pseudo-masks")
 @params_option
 @click.option("--features", type=click.Path(exists=True, path_type=Path), required=True, help="Training store.")
@@ -55,9 +63,7 @@ def pseudo_masks_cmd(params_path: Path, features: Path, out: Path, metrics_path:
     store = FeatureStore(features)
     by_stem = {s.stem: s for s in dataset_samples(p, "train", None)}
     has_gt = all(by_stem[s].mask is not None for s in store.stems)
-    key = hashlib.sha256(json.dumps([cfg, store.attrs["fingerprint"], has_gt], sort_keys=True).encode()).hexdigest()
-    partial = Path("data/tmp/pseudo_masks") / key[:16]
-    partial.mkdir(parents=True, exist_ok=True)
+    partial = partial_dir(cfg, store, has_gt)
     n, size = len(store), ps["chunk_size"]
     chunks = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
     todo = [k for k in range(len(chunks)) if not (partial / f"{k:05d}.pkl").exists()]

@@ -1,5 +1,7 @@
 """The DVC workflow on a temporary git + DVC copy of the project (tiny random backbone, tiny demo)."""
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,7 +33,8 @@ def project(tmp_path_factory, tiny_model_dir_module):
             shutil.copy2(ROOT / f, dst / f)
     p = yaml.safe_load((dst / "params.yaml").read_text())
     p["demo"]["n_images"] = 6
-    p["backbone"].update(name=str(tiny_model_dir_module), resolution=56, eval_resolution=56, device="cpu")
+    p["backbone"].update(name=str(tiny_model_dir_module), resolution=112, eval_resolution=112, device="cpu")
+    p["ipo"]["min_cluster"] = 3  # 8 x 8 grids: let IPO run
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     run(["git", "init", "-q"], dst)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
@@ -48,17 +51,43 @@ def tiny_model_dir_module(tmp_path_factory):
     return d
 
 
-def test_repro_builds_stores_then_is_a_no_op(project):
-    out = run(["dvc", "repro"], project)
-    assert "Running stage 'extract_train'" in out and "Running stage 'extract_eval@demo'" in out
+def ran(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+ALL_STAGES = {"demo_data", "extract_train", "extract_eval@demo", "pseudo_masks", "train", "predict@demo",
+              "evaluate@demo", "report"}
+
+
+def test_repro_runs_every_stage_then_is_a_no_op(project):
+    out = run(["dvc", "exp", "run", "-n", "baseline"], project)
+    assert ran(out) == ALL_STAGES
     st = FeatureStore(project / "data/features/train.zarr")
-    assert len(st) == 6 and st.grid == (4, 4)
+    assert len(st) == 6 and st.grid == (8, 8)
+    results = json.loads((project / "metrics/results.json").read_text())
+    assert set(results["demo"]) == {"cls", "kmeans", "ncut", "ncut_ipo", "head"}
+    assert "| ('demo', 'NCut + IPO')" in (project / "tables/results.md").read_text()
+    for f in ["plots/ipo_convergence.csv", "plots/train_loss.csv", "plots/pr/demo/head.csv", "plots/panels/demo.png",
+              "models/head.safetensors", "data/predictions/demo/head"]:
+        assert (project / f).exists(), f
     again = run(["dvc", "repro"], project)
     assert "Running stage" not in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
 
 
-def test_changing_the_resolution_re_extracts(project):
-    out = run(["dvc", "exp", "run", "-S", "backbone.resolution=28"], project)
-    assert "Running stage 'extract_train'" in out and "Running stage 'extract_eval@demo'" not in out
-    assert FeatureStore(project / "data/features/train.zarr").grid == (2, 2)
+def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
+    before = json.loads((project / "metrics/pseudo_masks.json").read_text())
+    out = run(["dvc", "exp", "run", "-n", "iters1", "-S", "ipo.iters=1"], project)
+    assert ran(out) == {"pseudo_masks", "train", "predict@demo", "evaluate@demo", "report"}
+    after = json.loads((project / "metrics/pseudo_masks.json").read_text())
+    assert after["ncut"] == before["ncut"] and after["ncut_ipo"] != before["ncut_ipo"]
+    shown = run(["dvc", "exp", "show", "--csv"], project)
+    assert "baseline" in shown and "iters1" in shown
+    diff = run(["dvc", "metrics", "diff", "baseline", "iters1", "--json"], project)
+    assert "ncut_ipo" in diff
+
+
+def test_changing_the_resolution_re_extracts_train_only(project):
+    out = run(["dvc", "exp", "run", "-S", "backbone.resolution=84"], project)
+    assert "extract_train" in ran(out) and "extract_eval@demo" not in ran(out)
+    assert FeatureStore(project / "data/features/train.zarr").grid == (6, 6)
