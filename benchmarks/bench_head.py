@@ -4,8 +4,10 @@ memory of inference on a 2560-px-class grid.
     python benchmarks/bench_head.py --store TRAIN.zarr --pseudo MASKS.npz [--epochs 3] \
         [--infer-store EVAL.zarr] [--highres HIGHRES.zarr]
 
-Training runs the train stage's own code (`train_head` on the store + pseudo-masks). Inference times
-`predict_map` (head + bilinear upsampling to the original image size) from cached features.
+Training runs the train stage's own code (`train_head` on the store + pseudo-masks). `--loss-patches`
+times forward + backward of the contrastive loss (Eq. 10) against plain autograd through
+`torch.logsumexp` in the same process. Inference times `predict_map` (head + bilinear upsampling to
+the original image size) from cached features.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.head import Head, predict_map
+from pipeline.losses import contrastive_loss
 from pipeline.store import FeatureStore
 from pipeline.train import train_head
 from stages.train import PseudoLabelled
@@ -32,6 +35,31 @@ def training(store: FeatureStore, pseudo: str, epochs: int) -> dict:
     s = time.perf_counter() - t
     return {"images": len(images), "patches": int(np.prod(store.grid)), "epochs": epochs, "steps": len(log),
             "seconds": s, "ms_per_step": 1000 * s / len(log)}
+
+
+def plain_contrastive(z: torch.Tensor, y: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Baseline: Eq. 10 written directly with autograd (N x N masks and log-probabilities)."""
+    z = torch.nn.functional.normalize(z, dim=1)
+    s = z @ z.T / temperature
+    eye = torch.eye(len(z), dtype=torch.bool)
+    log_prob = s - torch.logsumexp(s.masked_fill(eye, float("-inf")), 1, keepdim=True)
+    pos = (y[:, None] == y[None, :]) & ~eye
+    return -((log_prob * pos).sum(1) / pos.sum(1)).mean()
+
+
+def loss_speed(n: int, reps: int = 10) -> dict:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, 128, generator=g, requires_grad=True)
+    y = torch.rand(n, generator=g) < 0.3
+    out = {"patches": n}
+    for name, fn in (("plain_autograd", plain_contrastive), ("fused", contrastive_loss)):
+        fn(z, y).backward()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn(z, y).backward()
+        out[f"{name}_ms"] = 1000 * (time.perf_counter() - t) / reps
+    out["speedup"] = out["plain_autograd_ms"] / out["fused_ms"]
+    return out
 
 
 def inference(store: FeatureStore, n: int = 100) -> dict:
@@ -67,6 +95,7 @@ def main() -> None:
     ap.add_argument("--store")
     ap.add_argument("--pseudo")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--loss-patches", type=int, nargs="*", default=[])
     ap.add_argument("--infer-store")
     ap.add_argument("--highres")
     ap.add_argument("--threads", type=int, default=2)
@@ -80,6 +109,9 @@ def main() -> None:
     if a.store:
         report["training"] = training(FeatureStore(a.store), a.pseudo, a.epochs)
         print(json.dumps(report["training"]), flush=True)
+    for n in a.loss_patches:
+        report.setdefault("contrastive", []).append(loss_speed(n))
+        print(json.dumps(report["contrastive"][-1]), flush=True)
     if a.infer_store:
         report["inference"] = inference(FeatureStore(a.infer_store))
         print(json.dumps(report["inference"]), flush=True)

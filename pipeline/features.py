@@ -11,10 +11,12 @@ def l2_normalize(x, axis: int = -1, eps: float = 1e-12):
     Raises ValueError on non-finite input, which would otherwise poison every later step.
     """
     if isinstance(x, torch.Tensor):
-        if not torch.isfinite(x).all():
-            raise ValueError("features contain NaN or Inf values")
-        return x / x.norm(dim=axis, keepdim=True).clamp_min(eps)
-    x = np.asarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+        norm = x.norm(dim=axis, keepdim=True)
+        finite = bool(torch.isfinite(norm).all())
+    else:
+        x = np.asarray(x, dtype=np.float32)
+        norm = np.linalg.norm(x, axis=axis, keepdims=True)
+        finite = bool(np.isfinite(norm).all())
+    if not finite:  # a NaN or Inf anywhere reaches its row's norm; checked there, no full-size mask
         raise ValueError("features contain NaN or Inf values")
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
+    return x / (norm.clamp_min(eps) if isinstance(x, torch.Tensor) else np.maximum(norm, eps))

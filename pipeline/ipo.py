@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from pipeline.features import l2_normalize
 
@@ -29,16 +30,17 @@ def ipo(features: np.ndarray, init_mask: np.ndarray, *, iters: int = 20, min_clu
     degenerate relabelling (one cluster empty) is never returned: the last non-degenerate labels are.
     """
     h, w, d = features.shape
-    f = l2_normalize(np.asarray(features, np.float32).reshape(h * w, d))
+    # torch, not numpy BLAS: alternating with NCut's torch kernels, two thread pools would contend
+    f = l2_normalize(torch.as_tensor(np.asarray(features, np.float32)).reshape(h * w, d))
     y = np.asarray(init_mask, bool).reshape(h * w).copy()
     changed = np.zeros(iters, np.int64)
     flipped = np.zeros(iters, bool)
     fg = np.full(iters, y.mean())
-    total = f.sum(0, dtype=np.float64)
+    total = f.sum(0).double().numpy()
 
     def means(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n_f = int(lab.sum())
-        s_f = f.T @ lab.astype(np.float32)
+        s_f = (f.T @ torch.from_numpy(lab.astype(np.float32))).numpy()
         return s_f / n_f, (total - s_f) / (len(lab) - n_f)
 
     if y.all() or not y.any():
@@ -51,7 +53,7 @@ def ipo(features: np.ndarray, init_mask: np.ndarray, *, iters: int = 20, min_clu
         if min(n_f, len(y) - n_f) < min_cluster:
             stop = "small_cluster"
             break
-        new = f @ (mu_f - mu_b).astype(np.float32) > 0
+        new = (f @ torch.from_numpy((mu_f - mu_b).astype(np.float32))).numpy() > 0
         if new.all() or not new.any():
             stop = "degenerate"
             break

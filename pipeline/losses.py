@@ -33,6 +33,32 @@ def dice_loss(p: torch.Tensor, y, eps: float = 1e-6, squared: bool = True) -> to
     return 1.0 - (2.0 * inter + eps) / (den + eps)
 
 
+class _MeanRowLogSumExp(torch.autograd.Function):
+    """mean_i log sum_k exp(<z_i, z_k> / T) over k != i (or all k), holding one N x N buffer.
+
+    Autograd through ``torch.logsumexp(z @ z.T / T)`` keeps several N x N temporaries and recomputes
+    the exponentials in backward; here the buffer becomes the row softmax P in place and the gradient
+    is (P + P^T) z / (N T), two matrix products.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, temperature: float, include_self: bool) -> torch.Tensor:
+        s = z @ (z / temperature).T
+        if not include_self:
+            s.diagonal().fill_(float("-inf"))
+        row_max = s.amax(1, keepdim=True)
+        row_sum = s.sub_(row_max).exp_().sum(1, keepdim=True)
+        ctx.save_for_backward(z, s.div_(row_sum))
+        ctx.temperature = temperature
+        return (row_max + row_sum.log()).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, p = ctx.saved_tensors
+        scale = grad / (z.shape[0] * ctx.temperature)
+        return (p @ z).add_(p.T @ z).mul_(scale), None, None
+
+
 def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self: bool = False) -> torch.Tensor:
     """Eq. 10 supervised contrastive (SupCon) loss over all patches of one image.
 
@@ -41,10 +67,9 @@ def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self
     self term (official code, ``include_self=True``). Loss = -mean_i mean_{j in P_i} log prob_ij with
     P_i = {j != i : y_j = y_i}. If either class has fewer than 2 patches some anchor has no positive, and
     the loss is a zero that keeps the graph (so backward and DDP still work).
-
-    Computed without any N x N label mask: sum_{j in P_i} S_ij = z_i . (sum of z over i's class) - S_ii,
-    so only S itself and its fused row log-sum-exp (the denominator) touch N^2 memory: ~21 MB per
-    N x N float32 at N = 2304 (768 px / 16), 164 MB at N = 6400 (1280 px).
+    Only the denominators touch N^2 memory, one float32 N x N buffer (:class:`_MeanRowLogSumExp`):
+    the positives need no label mask, as sum_{j in P_i} S_ij = z_i . (sum of z over i's class) - S_ii.
+    ~21 MB at N = 2304 (768 px / 16), 164 MB at N = 6400 (1280 px).
     """
     y = _labels(y, z).bool()
     n = y.numel()
@@ -52,14 +77,10 @@ def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self
     if n_fg < 2 or n - n_fg < 2:
         return z.sum() * 0.0
     z = F.normalize(z, dim=1)
-    s = (z @ z.T) / temperature
     self_sim = (z * z).sum(1) / temperature
-    if not include_self:
-        s.diagonal().fill_(float("-inf"))
-    log_denominator = torch.logsumexp(s, dim=1)
     class_sum = torch.stack([z[~y].sum(0), z[y].sum(0)])[y.long()]       # (N, E): sum of z over i's class
     positives = ((z * class_sum).sum(1) / temperature - self_sim) / torch.where(y, n_fg - 1, n - n_fg - 1)
-    return (log_denominator - positives).mean()
+    return _MeanRowLogSumExp.apply(z, temperature, include_self) - positives.mean()
 
 
 def total_loss(logits: torch.Tensor, z: torch.Tensor, y, *, w_bce: float = 1.0, w_dice: float = 1.0,
