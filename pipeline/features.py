@@ -11,12 +11,12 @@ def l2_normalize(x, axis: int = -1, eps: float = 1e-12):
     Raises ValueError on non-finite input, which would otherwise poison every later step.
     """
     if isinstance(x, torch.Tensor):
-        norm = x.norm(dim=axis, keepdim=True)
+        norm = x.norm(dim=axis, keepdim=True).clamp_min(eps)
         finite = bool(torch.isfinite(norm).all())
     else:
         x = np.asarray(x, dtype=np.float32)
-        norm = np.linalg.norm(x, axis=axis, keepdims=True)
+        norm = np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
         finite = bool(np.isfinite(norm).all())
     if not finite:  # a NaN or Inf anywhere reaches its row's norm; checked there, no full-size mask
         raise ValueError("features contain NaN or Inf values")
-    return x / (norm.clamp_min(eps) if isinstance(x, torch.Tensor) else np.maximum(norm, eps))
+    return x / norm

@@ -7,7 +7,6 @@ JSON config needed to rebuild the module.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.features import l2_normalize
+from pipeline.files import atomic_write
 from pipeline.maps import upsample
 
 HEAD_FORMAT = "selfment-head/1"
@@ -71,15 +71,12 @@ def fg_prob(logits: torch.Tensor) -> torch.Tensor:
 
 def save_head(head: Head, path) -> Path:
     """Write the head's weights + JSON config (safetensors metadata) atomically to ``path``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     meta = {"format": HEAD_FORMAT, "config": json.dumps(head.config, sort_keys=True)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(save(state, metadata=meta)))
     return path
 
 

@@ -13,6 +13,12 @@ from pipeline.maps import upsample
 from pipeline.store import FeatureStore
 
 
+def mask_map(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A {0, 1} patch mask upsampled bilinearly to (H, W) like the head's probabilities, so baselines,
+    pseudo-masks and the head are scored by the same code (README "Choices")."""
+    return upsample(mask.astype(np.float32), size)
+
+
 def pseudo_masks(store: FeatureStore, indices: list[int], *, ncut_kw: dict, ipo_kw: dict, kmeans_seed: int,
                  gt_paths: list | None = None) -> dict:
     """Masks of every method for store images ``indices`` plus NCut/IPO statistics; with ``gt_paths``
@@ -35,7 +41,7 @@ def pseudo_masks(store: FeatureStore, indices: list[int], *, ncut_kw: dict, ipo_
         if gt_paths is not None:
             gt = load_mask(gt_paths[j])
             for m in METHODS:
-                pred = metrics.to_uint8(upsample(b.masks[m].astype(np.float32), sizes[i]))
+                pred = metrics.to_uint8(mask_map(b.masks[m], sizes[i]))
                 scores[m].append(metrics.image_scores(pred, gt))
     out["scores"] = scores
     return out
@@ -66,6 +72,6 @@ def saliency_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], 
     """Full-size (H, W) float32 maps of every bipartition method and of the trained head, so one
     table holds the whole ablation (Tables 3-4). Masks and head probabilities are upsampled alike."""
     b = all_methods(features, cls, ncut_kw=ncut_kw, ipo_kw=ipo_kw, kmeans_seed=kmeans_seed)
-    maps = {m: upsample(b.masks[m].astype(np.float32), size) for m in METHODS}
+    maps = {m: mask_map(b.masks[m], size) for m in METHODS}
     maps["head"] = predict_map(head, features, size)
     return maps

@@ -79,15 +79,13 @@ def pseudo_masks_cmd(params_path: Path, features: Path, out: Path, metrics_path:
     bar.close()
     result = merge([pickle.loads((partial / f"{k:05d}.pkl").read_bytes()) for k in range(len(chunks))])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: v for k, v in result.items() if k != "scores"}
     atomic_write(out, lambda f: np.savez_compressed(f, stems=np.array(store.stems), **arrays))
     report = {"n_images": n, "ncut_repeated_eigenvalue": int(result["degenerate"].sum()),
               "ipo_mean_iterations_changed": float((result["changed"] > 0).sum(1).mean())}
     report.update(quality(result["scores"]) if has_gt else {"ground_truth": False})
     write_json(metrics_path, report)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    convergence(result).to_csv(plot, index=False)
+    atomic_write(plot, lambda f: convergence(result).to_csv(f, index=False))
     for f in partial.iterdir():
         f.unlink()
     partial.rmdir()

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.backbone import resolve_device
+from pipeline.bipartition import METHODS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_write
 from pipeline.head import save_head
@@ -23,7 +24,7 @@ class PseudoLabelled:
         with np.load(pseudo_path) as z:
             if method not in z.files:
                 raise PipelineError(f"{pseudo_path}: no {method!r} masks (pseudo.method must be one of "
-                                    "cls, kmeans, ncut, ncut_ipo)")
+                                    f"{', '.join(METHODS)})")
             if list(z["stems"]) != store.stems:
                 raise PipelineError(f"{pseudo_path}: its images differ from {store.path}; rerun pseudo_masks")
             self.masks = z[method]
