@@ -75,7 +75,8 @@ def save_head(head: Head, path) -> Path:
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    meta = {"format": HEAD_FORMAT, "config": json.dumps(head.config, sort_keys=True)}
+    # one metadata key: safetensors writes several in hash order, so the same head gave different bytes
+    meta = {HEAD_FORMAT: json.dumps(head.config, sort_keys=True)}
     atomic_write(path, lambda f: f.write(save(state, metadata=meta)))
     return path
 
@@ -91,9 +92,9 @@ def load_head(path, device="cpu") -> Head:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}
-        if meta.get("format") != HEAD_FORMAT or "config" not in meta:
+        if HEAD_FORMAT not in meta:
             raise ValueError(f"metadata is not a {HEAD_FORMAT} file")
-        head = Head(**json.loads(meta["config"]))
+        head = Head(**json.loads(meta[HEAD_FORMAT]))
         head.load_state_dict(state, strict=True)
     except Exception as e:  # safetensors, json and state-dict errors all mean "not a valid head file"
         reason = " ".join(str(e).split())[:200] or type(e).__name__
