@@ -21,14 +21,15 @@ import torch
 from pipeline.backbone import load_backbone
 from pipeline.datasets import resolve, validate
 from pipeline.extract import extract_dataset, make_spec
+from pipeline.params import CompressorParams, DatasetSpec
 from pipeline.store import FeatureStore, StoreWriter
 
 HERE = Path(__file__).resolve().parents[1]
 CODECS = {
-    "none": {"name": "none"},
-    "blosc-lz4": {"name": "blosc", "cname": "lz4", "clevel": 5},
-    "blosc-zstd": {"name": "blosc", "cname": "zstd", "clevel": 3},
-    "zstd-1": {"name": "zstd", "clevel": 1},
+    "none": CompressorParams(name="none"),
+    "blosc-lz4": CompressorParams(name="blosc", cname="lz4", clevel=5),
+    "blosc-zstd": CompressorParams(name="blosc", cname="zstd", clevel=3),
+    "zstd-1": CompressorParams(name="zstd", clevel=1),
 }
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(HERE.parent / "shared/datasets/DUTS-TR"))
     a = ap.parse_args()
 
-    samples = resolve({"root": a.data, "preset": "DUTS-TR"})[: a.n]
+    samples = resolve(DatasetSpec(root=a.data, preset="DUTS-TR"))[: a.n]
     validate(samples, 14)
     backbone = TimedBackbone(load_backbone(a.model))
     tmp = Path(tempfile.mkdtemp())

@@ -1,4 +1,4 @@
-"""Head benchmark (issue 4): training time over cached features, inference + upsampling per image, and
+"""Head benchmark: training time over cached features, inference + upsampling per image, and
 memory of inference on a 2560-px-class grid.
 
     python benchmarks/bench_head.py --store TRAIN.zarr --pseudo MASKS.npz [--epochs 3] \
@@ -24,14 +24,14 @@ import torch
 from pipeline.head import Head, predict_map
 from pipeline.losses import contrastive_loss
 from pipeline.store import FeatureStore
-from pipeline.train import train_head
-from stages.train import PseudoLabelled
+from pipeline.params import TrainParams
+from pipeline.train import PseudoLabelled, train_head
 
 
 def training(store: FeatureStore, pseudo: str, epochs: int) -> dict:
     images = PseudoLabelled(store, pseudo, "ncut_ipo")
     t = time.perf_counter()
-    _, log = train_head(images, dim=store.dim, epochs=epochs, progress=False)
+    _, log = train_head(images, dim=store.dim, train=TrainParams(epochs=epochs), progress=False)
     s = time.perf_counter() - t
     return {"images": len(images), "patches": int(np.prod(store.grid)), "epochs": epochs, "steps": len(log),
             "seconds": s, "ms_per_step": 1000 * s / len(log)}

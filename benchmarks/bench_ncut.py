@@ -1,4 +1,4 @@
-"""NCut/IPO benchmark on real cached features (issue 3): fast vs dense solver, high resolution, IPO share.
+"""NCut/IPO benchmark on real cached features: fast vs dense solver, high resolution, IPO share.
 
     python benchmarks/bench_ncut.py --store STORE_756 [--dense-images 100] [--highres STORE ...]
 
@@ -20,6 +20,7 @@ import torch
 
 from pipeline.ipo import ipo
 from pipeline.ncut import ncut
+from pipeline.params import NCutParams
 from pipeline.store import FeatureStore
 
 
@@ -34,10 +35,10 @@ def solvers(store: FeatureStore, n: int) -> dict:
     for i in range(min(n, len(store))):
         f = store.features(i).astype(np.float32)
         t = time.perf_counter()
-        dense = ncut(f, solver="dense")
+        dense = ncut(f, NCutParams(solver="dense"))
         t_dense += time.perf_counter() - t
         t = time.perf_counter()
-        fast, fv = ncut(f, solver="lanczos", return_vector=True)
+        fast, fv = ncut(f, NCutParams(solver="lanczos"), return_vector=True)
         t_fast += time.perf_counter() - t
         t = time.perf_counter()
         ipo(f, fast)
@@ -58,7 +59,7 @@ def highres(path: str) -> dict:
     for i in range(len(store)):
         f = store.features(i).astype(np.float32)
         t = time.perf_counter()
-        ncut(f, solver="lanczos")
+        ncut(f, NCutParams(solver="lanczos"))
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     h, w = store.grid

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import datasets
+from pipeline.params import DatasetSpec
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     work = a.work.resolve()
     p = yaml.safe_load(open("params.yaml"))
     train_spec = {"root": str(a.duts.resolve()), "preset": "DUTS-TR"}
-    samples = datasets.resolve(train_spec)
+    samples = datasets.resolve(DatasetSpec(**train_spec))
     chosen = {s.stem for s in datasets.sample_subset(samples, a.train_size, p["data"]["train"]["sample_seed"])}
     held_out = [s for s in samples if s.stem not in chosen][: a.eval_size]
     for sub in ("images", "masks"):
@@ -52,7 +53,7 @@ def main() -> None:
         ["pseudo-masks", *q, "--features", f"{f}/train.zarr", "--out", f"{work}/pseudo/masks.npz",
          "--metrics", f"{work}/metrics/pseudo_masks.json", "--plot", f"{work}/plots/ipo_convergence.csv"],
         ["train", *q, "--features", f"{f}/train.zarr", "--pseudo", f"{work}/pseudo/masks.npz",
-         "--out", f"{work}/models/head.safetensors", "--log", f"{work}/plots/train_loss.csv"],
+         "--out", f"{work}/models/head.safetensors", "--loss-csv", f"{work}/plots/train_loss.csv"],
         ["predict", *q, "--features", f"{f}/eval/duts_eval.zarr", "--head", f"{work}/models/head.safetensors",
          "--out", f"{work}/predictions/duts_eval"],
         ["evaluate", *q, "--name", "duts_eval", "--predictions", f"{work}/predictions/duts_eval",

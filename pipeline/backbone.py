@@ -3,7 +3,7 @@
 ``load_backbone(name)`` accepts a Hugging Face id (``facebook/dinov3-vit7b16-pretrain-lvd1689m``,
 ``facebook/dinov2-small``) or a local model directory. The model is always in ``eval()`` mode
 (DINOv3's RoPE jitter applies in train mode only and would corrupt features). Preprocessing follows
-method-spec.md: RGB, square resize to ``resolution`` (bilinear, aspect ratio not kept), ImageNet
+README "Method": RGB, square resize to ``resolution`` (bilinear, aspect ratio not kept), ImageNet
 mean/std. The forward returns the final-normed patch tokens as an (h, w, d) grid per image (CLS and
 register tokens dropped) and the CLS token (for the CLS baseline of paper Table 4).
 """
@@ -53,15 +53,15 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_pretrained(name: str, dtype: torch.dtype):
-    from transformers import AutoModel
-
+def _from_pretrained(loader, name: str, **kw):
+    """``loader.from_pretrained`` (AutoConfig or AutoModel) on a local directory, the local Hugging Face
+    cache, or the hub, with one-line errors."""
     if Path(name).is_dir():
-        return AutoModel.from_pretrained(name, dtype=dtype, local_files_only=True)
+        return loader.from_pretrained(name, local_files_only=True, **kw)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an owner/model id
         raise BackboneError(f"backbone.name {name!r}: no such model directory")
     try:  # a hub id already in the local cache loads without any network traffic
-        return AutoModel.from_pretrained(name, dtype=dtype, local_files_only=True)
+        return loader.from_pretrained(name, local_files_only=True, **kw)
     except OSError:
         pass
     if not _hub_reachable():
@@ -71,22 +71,27 @@ def _from_pretrained(name: str, dtype: torch.dtype):
             f"(e.g. dvc exp run -S backbone.name=/path/to/model)"
         )
     try:
-        return AutoModel.from_pretrained(name, dtype=dtype)
+        return loader.from_pretrained(name, **kw)
     except OSError as exc:  # gated (DINOv3 needs the licence accepted) or misspelt ids
         raise BackboneError(f"backbone.name {name!r}: {str(exc).splitlines()[0]}") from None
 
 
 @dataclass
-class Backbone:
-    """A loaded frozen ViT and the facts about its token layout."""
+class BackboneInfo:
+    """The token layout of a ViT, known from its config alone (no weights loaded)."""
 
-    model: torch.nn.Module
     name: str
     patch_size: int
     num_prefix_tokens: int  # CLS + registers
     hidden_size: int
-    device: torch.device
-    dtype: torch.dtype
+
+    @classmethod
+    def from_config(cls, cfg, name: str) -> "BackboneInfo":
+        if cfg.model_type not in SUPPORTED_MODEL_TYPES:
+            raise BackboneError(f"backbone.name {name!r}: model type {cfg.model_type!r} is not one of "
+                                f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        registers = getattr(cfg, "num_register_tokens", 0) or 0
+        return cls(name, int(cfg.patch_size), 1 + registers, int(cfg.hidden_size))
 
     def grid(self, resolution: int) -> int:
         """Patches per side at ``resolution``; the resolution must be a multiple of the patch size."""
@@ -96,6 +101,23 @@ class Backbone:
                 f"{self.patch_size} of {self.name} (nearest: {max(1, round(resolution / self.patch_size)) * self.patch_size})"
             )
         return resolution // self.patch_size
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """Patch size, prefix tokens and width from the model's config only: cheap checks (resolution, image
+    sizes) run on it before the weights are loaded."""
+    from transformers import AutoConfig
+
+    return BackboneInfo.from_config(_from_pretrained(AutoConfig, name), name)
+
+
+@dataclass
+class Backbone(BackboneInfo):
+    """A loaded frozen ViT and the facts about its token layout."""
+
+    model: torch.nn.Module = None
+    device: torch.device = None
+    dtype: torch.dtype = None
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,23 +132,17 @@ class Backbone:
 
 def from_model(model: torch.nn.Module, name: str, device: str = "auto") -> Backbone:
     """Wrap an already-built transformers ViT (tests build tiny random ones in code)."""
-    cfg = model.config
-    if cfg.model_type not in SUPPORTED_MODEL_TYPES:
-        raise BackboneError(
-            f"backbone.name {name!r}: model type {cfg.model_type!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    info = BackboneInfo.from_config(model.config, name)
     dev = resolve_device(device)
     model = model.to(dev).eval().requires_grad_(False)
-    dtype = next(model.parameters()).dtype
-    registers = getattr(cfg, "num_register_tokens", 0) or 0
-    return Backbone(model, name, int(cfg.patch_size), 1 + registers, int(cfg.hidden_size), dev, dtype)
+    return Backbone(**vars(info), model=model, device=dev, dtype=next(model.parameters()).dtype)
 
 
 def load_backbone(name: str, dtype: str = "float32", device: str = "auto") -> Backbone:
-    """Load a frozen DINOv3/DINOv2 by Hugging Face id or local directory."""
-    if dtype not in DTYPES:
-        raise BackboneError(f"backbone.dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    return from_model(_from_pretrained(name, DTYPES[dtype]), name, device)
+    """Load a frozen DINOv3/DINOv2 by Hugging Face id or local directory (``dtype`` as in backbone.dtype)."""
+    from transformers import AutoModel
+
+    return from_model(_from_pretrained(AutoModel, name, dtype=DTYPES[dtype]), name, device)
 
 
 def preprocess(image: np.ndarray, resolution: int) -> np.ndarray:

@@ -14,8 +14,7 @@ import scipy.cluster.vq
 from pipeline.features import l2_normalize
 from pipeline.ipo import IPOResult, ipo
 from pipeline.ncut import Fiedler, ncut
-
-METHODS = ("cls", "kmeans", "ncut", "ncut_ipo")
+from pipeline.params import METHODS, IPOParams, NCutParams
 
 
 def cls_bipartition(features: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -50,11 +49,11 @@ class Bipartitions:
     ipo: IPOResult
 
 
-def all_methods(features: np.ndarray, cls: np.ndarray, *, ncut_kw: dict, ipo_kw: dict, kmeans_seed: int = 0
-                ) -> Bipartitions:
+def all_methods(features: np.ndarray, cls: np.ndarray, ncut_p: NCutParams = NCutParams(),
+                ipo_p: IPOParams = IPOParams(), kmeans_seed: int = 0) -> Bipartitions:
     """Every method of ``METHODS`` on one (h, w, d) feature grid; NCut is solved once and refined by IPO."""
-    mask, fv = ncut(features, return_vector=True, **ncut_kw)
-    refined = ipo(features, mask, **ipo_kw)
+    mask, fv = ncut(features, ncut_p, return_vector=True)
+    refined = ipo(features, mask, ipo_p)
     masks = {"cls": cls_bipartition(features, cls), "kmeans": kmeans_bipartition(features, kmeans_seed),
              "ncut": mask, "ncut_ipo": refined.mask}
     return Bipartitions(masks, fv, refined)

@@ -1,8 +1,9 @@
 """Datasets: a dataset is a sorted list of (stem, image path, optional mask path).
 
-A dataset spec (a dict from params.yaml) always has a ``root`` folder and is either a preset by
-name, ``{root: DIR, preset: ECSSD}``, or a generic pair of folders under the root,
-``{root: DIR, images: SUBDIR, masks: SUBDIR}`` (``masks`` may be omitted for unlabelled images). Images and masks are paired by file stem.
+A dataset spec (:class:`~pipeline.params.DatasetSpec`) always has a ``root`` folder and is either a
+preset by name, ``{root: DIR, preset: ECSSD}`` (layouts in :mod:`pipeline.presets`), or a generic pair
+of folders under the root, ``{root: DIR, images: SUBDIR, masks: SUBDIR}`` (``masks`` may be omitted
+for unlabelled images). Images and masks are paired by file stem.
 Every pair is checked before any work starts (:func:`validate`); a problem raises
 :class:`DatasetError` with one line naming the file and what is wrong.
 """
@@ -17,25 +18,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import PipelineError
+from pipeline.params import DatasetSpec, TrainData
+from pipeline.presets import PRESETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-# Official release layout first, then the re-distributions the community uses most
-# ("Image/Mask", SINet-V2's "Imgs/GT"). The first layout whose two folders exist wins.
-_COMMON = [("Image", "Mask"), ("Imgs", "GT"), ("images", "masks")]
-PRESETS: dict[str, list[tuple[str, str]]] = {
-    "ECSSD": [("images", "ground_truth_mask")] + _COMMON,
-    "DUTS-TR": [("DUTS-TR-Image", "DUTS-TR-Mask")] + _COMMON,
-    "DUTS-TE": [("DUTS-TE-Image", "DUTS-TE-Mask")] + _COMMON,
-    "HKU-IS": [("imgs", "gt")] + _COMMON,
-    "PASCAL-S": [("datasets/imgs/pascal", "datasets/masks/pascal")] + _COMMON,
-    "DUT-OMRON": [("DUT-OMRON-image", "pixelwiseGT-new-PNG")] + _COMMON,
-    "SOD": [("images", "GT")] + _COMMON,
-    "CHAMELEON": [("Imgs", "GT")] + _COMMON,
-    "CAMO": [("Images/Test", "GT")] + _COMMON,
-    "COD10K": [("Test/Image", "Test/GT_Object")] + _COMMON,
-    "NC4K": [("Imgs", "GT")] + _COMMON,
-}
 
 
 class DatasetError(PipelineError):
@@ -59,26 +45,18 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _folders(spec: dict, base: Path) -> tuple[Path, Path | None]:
-    if "root" not in spec:
-        raise DatasetError(f"dataset spec {spec!r} needs a 'root' folder")
-    root = base / spec["root"]
-    if "preset" in spec:
-        name = spec["preset"]
-        if name not in PRESETS:
-            raise DatasetError(f"unknown dataset preset {name!r}; known: {', '.join(PRESETS)}")
-        for img, msk in PRESETS[name]:
+def _folders(spec: DatasetSpec, base: Path) -> tuple[Path, Path | None]:
+    root = base / spec.root
+    if spec.preset is not None:
+        for img, msk in PRESETS[spec.preset]:
             if (root / img).is_dir() and (root / msk).is_dir():
                 return root / img, root / msk
-        tried = ", ".join(f"{i}/ + {m}/" for i, m in PRESETS[name])
-        raise DatasetError(f"{root}: no {name} layout found (tried {tried})")
-    if "images" not in spec:
-        raise DatasetError(f"dataset spec {spec!r} needs either 'preset' or 'images' (and 'masks')")
-    masks = spec.get("masks")
-    return root / spec["images"], (root / masks if masks else None)
+        tried = ", ".join(f"{i}/ + {m}/" for i, m in PRESETS[spec.preset])
+        raise DatasetError(f"{root}: no {spec.preset} layout found (tried {tried})")
+    return root / spec.images, (root / spec.masks if spec.masks else None)
 
 
-def resolve(spec: dict, base: Path | str = ".") -> list[Sample]:
+def resolve(spec: DatasetSpec, base: Path | str = ".") -> list[Sample]:
     """Turn a dataset spec into samples sorted by stem; folder-level problems raise DatasetError."""
     images_dir, masks_dir = _folders(spec, Path(base))
     for folder in (images_dir, masks_dir):
@@ -97,6 +75,13 @@ def resolve(spec: dict, base: Path | str = ".") -> list[Sample]:
         if stem not in images:
             raise DatasetError(f"{path}: mask has no image named {stem}.* in {images_dir}")
     return [Sample(s, images[s], masks[s]) for s in images]
+
+
+def training_set(t: TrainData) -> tuple[list[Sample], int]:
+    """The training corpus of paper Sec. 4.1 (:func:`sample_subset` of ``t.dataset``) and the size of the
+    whole dataset it was drawn from."""
+    samples = resolve(t.dataset)
+    return sample_subset(samples, t.sample_size, t.sample_seed), len(samples)
 
 
 def sample_subset(samples: list[Sample], size: int, seed: int) -> list[Sample]:

@@ -17,14 +17,15 @@ from tqdm import tqdm
 
 from pipeline.backbone import Backbone, preprocess
 from pipeline.datasets import Sample, load_image
+from pipeline.params import CompressorParams
 from pipeline.store import StoreSpec, StoreWriter, shards_for_rank
 
 
 def make_spec(samples: list[Sample], backbone: Backbone, resolution: int, images_per_shard: int,
-              compressor: dict, model_dtype: str) -> StoreSpec:
+              compressor: CompressorParams, model_dtype: str) -> StoreSpec:
     g = backbone.grid(resolution)
     return StoreSpec(tuple(s.stem for s in samples), (g, g), backbone.hidden_size, backbone.name,
-                     resolution, backbone.patch_size, model_dtype, images_per_shard, dict(compressor))
+                     resolution, backbone.patch_size, model_dtype, images_per_shard, compressor)
 
 
 def _load(sample: Sample, resolution: int) -> tuple[np.ndarray, tuple[int, int]]:

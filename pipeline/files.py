@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 
@@ -18,15 +17,3 @@ def atomic_write(path: Path, write) -> None:
 
 def write_json(path: Path, data) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode()))
-
-
-def fingerprinted_dir(path: Path, fingerprint: str) -> Path:
-    """An output directory that keeps its finished files only if they were made with ``fingerprint``
-    (same inputs and params): an interrupted stage resumes, a changed one starts clean."""
-    path = Path(path)
-    stamp = path / ".fingerprint"
-    if path.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint)
-    return path

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from pipeline.features import l2_normalize
+from pipeline.params import IPOParams
 
 
 @dataclass(frozen=True)
@@ -19,17 +20,18 @@ class IPOResult:
     stop: str                 # "iters" | "converged" | "small_cluster" | "degenerate" | "trivial_init"
 
 
-def ipo(features: np.ndarray, init_mask: np.ndarray, *, iters: int = 20, min_cluster: int = 10) -> IPOResult:
+def ipo(features: np.ndarray, init_mask: np.ndarray, p: IPOParams = IPOParams()) -> IPOResult:
     """Refine an NCut mask by 2-means in feature space with orientation consistency.
 
     features (h, w, d) are L2-normalised here (not the centroids, Eq. 5/7). Each iteration labels a
     patch foreground iff <f_i, mu_f> > <f_i, mu_b> (Eq. 6, ties to background), recomputes the means
     (Eq. 7) and flips the labels when <mu_f - mu_b, r> < 0 with r = mu_f(0) - mu_b(0) (Sec. 3.2).
-    Stops before an iteration whose clusters hold < ``min_cluster`` patches, and when labels no longer
+    Runs at most ``p.iters`` iterations (T). Stops before an iteration whose clusters hold < ``p.min_cluster`` patches, and when labels no longer
     change (a fixed point: the remaining iterations would repeat it). Unlike the official code, a
     degenerate relabelling (one cluster empty) is never returned: the last non-degenerate labels are.
     """
     h, w, d = features.shape
+    iters, min_cluster = p.iters, p.min_cluster
     # torch, not numpy BLAS: alternating with NCut's torch kernels, two thread pools would contend
     f = l2_normalize(torch.as_tensor(np.asarray(features, np.float32)).reshape(h * w, d))
     y = np.asarray(init_mask, bool).reshape(h * w).copy()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.params import LossParams
+
 
 def _labels(y, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(y, device=like.device).reshape(-1)
@@ -83,9 +85,7 @@ def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self
     return _MeanRowLogSumExp.apply(z, temperature, include_self) - positives.mean()
 
 
-def total_loss(logits: torch.Tensor, z: torch.Tensor, y, *, w_bce: float = 1.0, w_dice: float = 1.0,
-               w_con: float = 0.1, temperature: float = 0.05, dice_squared: bool = True,
-               include_self: bool = False) -> tuple[torch.Tensor, dict]:
+def total_loss(logits: torch.Tensor, z: torch.Tensor, y, p: LossParams = LossParams()) -> tuple[torch.Tensor, dict]:
     """Eq. 13: w_con L_con + w_dice L_Dice + w_bce L_BCE (paper weights 0.1 / 1.0 / 1.0).
 
     Returns (total, {"bce", "dice", "con"} as Python floats of the unweighted components). A component
@@ -94,16 +94,16 @@ def total_loss(logits: torch.Tensor, z: torch.Tensor, y, *, w_bce: float = 1.0, 
     y = _labels(y, logits)
     total = logits.sum() * 0.0
     parts: dict[str, float | None] = {"bce": None, "dice": None, "con": None}
-    if w_bce:
+    if p.w_bce:
         v = bce_loss(logits, y)
-        total = total + w_bce * v
+        total = total + p.w_bce * v
         parts["bce"] = float(v.detach())
-    if w_dice:
-        v = dice_loss(torch.softmax(logits, dim=-1)[:, 1], y, squared=dice_squared)
-        total = total + w_dice * v
+    if p.w_dice:
+        v = dice_loss(torch.softmax(logits, dim=-1)[:, 1], y, squared=p.dice_squared)
+        total = total + p.w_dice * v
         parts["dice"] = float(v.detach())
-    if w_con:
-        v = contrastive_loss(z, y, temperature=temperature, include_self=include_self)
-        total = total + w_con * v
+    if p.w_con:
+        v = contrastive_loss(z, y, temperature=p.temperature, include_self=p.include_self)
+        total = total + p.w_con * v
         parts["con"] = float(v.detach())
     return total, parts

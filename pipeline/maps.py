@@ -1,4 +1,4 @@
-"""Patch-grid maps -> full-size saliency maps (method-spec "Inference")."""
+"""Patch-grid maps -> full-size saliency maps (README "Method: inference")."""
 from __future__ import annotations
 
 from pathlib import Path

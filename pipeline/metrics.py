@@ -1,4 +1,4 @@
-"""Saliency metrics (method-spec "Metrics"): a pure per-image function and a mergeable aggregator.
+"""Saliency metrics (README "Metric conventions"): a pure per-image function and a mergeable aggregator.
 
 ``image_scores`` turns one (prediction, mask) pair into per-image quantities; ``aggregate`` averages a
 list of them into dataset numbers. Images can therefore be scored in any order, in parallel processes
@@ -48,7 +48,7 @@ class MetricsError(PipelineError):
 def to_uint8(prob: np.ndarray) -> np.ndarray:
     """[0, 1] float map -> uint8 ``round(clip(p, 0, 1) * 255)``; uint8 input passes through.
 
-    Same rule as ``pipeline.maps.to_uint8`` (what the saved PNG maps hold)."""
+    The saved PNG maps hold exactly this (``pipeline.maps.save_png``)."""
     prob = np.asarray(prob)
     if prob.dtype == np.uint8:
         return prob

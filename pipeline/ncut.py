@@ -18,9 +18,8 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.features import l2_normalize
+from pipeline.params import NCutParams
 
-GRAPHS = ("binary", "weighted")
-SOLVERS = ("dense", "lanczos")
 MAX_CLUSTER = 8        # largest repeated-eigenvalue cluster resolved exactly (see `fiedler`)
 LEVERAGE_TIE = 1e-4    # relative tolerance of equal leverages in the repeated-eigenvalue rule
 
@@ -38,13 +37,7 @@ class Fiedler:
     degenerate: bool         # lambda_2 repeated (or uniform graph): x2 chosen by the documented rule
 
 
-def _check(f: np.ndarray, tau: float, eps: float, graph: str) -> None:
-    if graph not in GRAPHS:
-        raise NCutError(f"ncut.graph must be one of {GRAPHS}, got {graph!r}")
-    if not 0 < eps < 1:
-        raise NCutError(f"ncut.eps must be in (0, 1), got {eps}")
-    if not -1 <= tau < 1:
-        raise NCutError(f"ncut.tau must be in [-1, 1), got {tau}")
+def _check(f: np.ndarray) -> None:
     if f.ndim != 2 or f.shape[0] < 3:
         raise NCutError(f"NCut needs an (N >= 3, d) feature matrix, got shape {f.shape}")
 
@@ -59,11 +52,10 @@ def _threshold_(s: torch.Tensor, tau: float, eps: float, graph: str) -> torch.Te
     return s
 
 
-def _build(features: np.ndarray, tau: float, eps: float, graph: str, device, block: int = 1024
-           ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def _build(features: np.ndarray, p: NCutParams, device, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Affinity (N, N) float32 built in row blocks, its float64 degrees, and whether it is uniform."""
     features = np.asarray(features, np.float32)
-    _check(features, tau, eps, graph)
+    _check(features)
     try:
         f = torch.as_tensor(l2_normalize(features), device=device)
     except ValueError as exc:
@@ -75,16 +67,15 @@ def _build(features: np.ndarray, tau: float, eps: float, graph: str, device, blo
     for s in range(0, n, block):
         rows = a[s:s + block]
         torch.matmul(f[s:s + block], f.T, out=rows)
-        _threshold_(rows, tau, eps, graph)
+        _threshold_(rows, p.tau, p.eps, p.graph)
         deg[s:s + block] = rows.sum(1).double()
         lo, hi = min(lo, float(rows.min())), max(hi, float(rows.max()))
     return a, deg, lo == hi
 
 
-def affinity(features: np.ndarray, *, tau: float = 0.2, eps: float = 1e-5, graph: str = "binary",
-             device: str | torch.device = "cpu") -> torch.Tensor:
+def affinity(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device = "cpu") -> torch.Tensor:
     """(N, N) float32 affinity of Eq. 1 (or the binary graph) on L2-normalised (N, d) features."""
-    return _build(features, tau, eps, graph, device)[0]
+    return _build(features, p, device)[0]
 
 
 def _dense_pairs(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,28 +101,26 @@ def _lanczos_pairs(m: torch.Tensor, u1: torch.Tensor, k: int, tol: float) -> tup
     return 1.0 - mu[order], u[:, order]
 
 
-def fiedler(features: np.ndarray, *, tau: float = 0.2, eps: float = 1e-5, graph: str = "binary",
-            solver: str = "lanczos", degenerate_tol: float = 1e-6, device: str | torch.device | None = None
+def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device | None = None
             ) -> Fiedler:
-    """x2 of Eq. 3 for (N, d) features.
+    """x2 of Eq. 3 for (N, d) features (``p.solver``: README "Method: NCut").
 
     Repeated lambda_2 (the graph falls apart into >= 3 pieces joined only by eps edges) makes x2 any
     vector of a multi-dimensional eigenspace, so solvers disagree. Rule: take the whole cluster of
-    eigenvalues within ``degenerate_tol`` of lambda_2 (orthonormal basis U in the D^1/2 metric), the
+    eigenvalues within ``p.degenerate_tol`` of lambda_2 (orthonormal basis U in the D^1/2 metric), the
     patch k with the largest leverage ||U_k||^2 (lowest index among leverages within LEVERAGE_TIE of
     the maximum) and x2 = D^-1/2 U U_k^T. This
     is basis-independent, so every solver gives the same vector; for ideal pieces it is the indicator
     of the smallest-volume piece against the rest. A uniform graph (all affinities equal, e.g.
     identical features) has no cut: x2 = 0 and the mask is empty.
     """
-    if solver not in SOLVERS:
-        raise NCutError(f"ncut.solver must be one of {SOLVERS}, got {solver!r}")
+    degenerate_tol = p.degenerate_tol
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    a, deg, uniform = _build(features, tau, eps, graph, device)
+    a, deg, uniform = _build(features, p, device)
     n = a.shape[0]
     if uniform:
         return Fiedler(np.zeros(n), np.ones(1), True)
-    if solver == "dense":
+    if p.solver == "dense":
         a64 = a.double().cpu().numpy()
         del a
         pairs = lambda k: _dense_pairs(a64, k)  # noqa: E731
@@ -172,13 +161,11 @@ def bipartition(x2: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return labels == labels[seed]
 
 
-def ncut(features: np.ndarray, *, tau: float = 0.2, eps: float = 1e-5, graph: str = "binary",
-         solver: str = "lanczos", degenerate_tol: float = 1e-6, device: str | torch.device | None = None,
+def ncut(features: np.ndarray, p: NCutParams = NCutParams(), *, device: str | torch.device | None = None,
          return_vector: bool = False):
     """Foreground mask (h, w) bool of an (h, w, d) feature grid (Sec. 3.1); with ``return_vector``
     also the `Fiedler` result."""
     h, w, d = features.shape
-    fv = fiedler(features.reshape(h * w, d), tau=tau, eps=eps, graph=graph, solver=solver,
-                 degenerate_tol=degenerate_tol, device=device)
+    fv = fiedler(features.reshape(h * w, d), p, device)
     mask = bipartition(fv.vector, (h, w))
     return (mask, fv) if return_vector else mask

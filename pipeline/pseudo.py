@@ -10,6 +10,7 @@ from pipeline.bipartition import METHODS, all_methods
 from pipeline.datasets import load_mask
 from pipeline.head import predict_map
 from pipeline.maps import upsample
+from pipeline.params import IPOParams, NCutParams
 from pipeline.store import FeatureStore
 
 
@@ -19,12 +20,12 @@ def mask_map(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return upsample(mask.astype(np.float32), size)
 
 
-def pseudo_masks(store: FeatureStore, indices: list[int], *, ncut_kw: dict, ipo_kw: dict, kmeans_seed: int,
+def pseudo_masks(store: FeatureStore, indices: list[int], ncut_p: NCutParams, ipo_p: IPOParams, kmeans_seed: int,
                  gt_paths: list | None = None) -> dict:
     """Masks of every method for store images ``indices`` plus NCut/IPO statistics; with ``gt_paths``
     (one ground-truth mask per index) also each method's per-image scores (`metrics.image_scores`) of
     the mask bilinearly upsampled to the image's original size."""
-    iters = ipo_kw["iters"]
+    iters = ipo_p.iters
     out = {m: np.zeros((len(indices), *store.grid), bool) for m in METHODS}
     out.update(changed=np.zeros((len(indices), iters), np.int64), fg_fraction=np.zeros((len(indices), iters)),
                flipped=np.zeros((len(indices), iters), bool), eigenvalues=np.zeros((len(indices), 2)),
@@ -32,7 +33,7 @@ def pseudo_masks(store: FeatureStore, indices: list[int], *, ncut_kw: dict, ipo_
     scores = {m: [] for m in METHODS}
     sizes = store.sizes()
     for j, i in enumerate(indices):
-        b = all_methods(store.features(i), store.cls(i), ncut_kw=ncut_kw, ipo_kw=ipo_kw, kmeans_seed=kmeans_seed)
+        b = all_methods(store.features(i), store.cls(i), ncut_p, ipo_p, kmeans_seed)
         for m in METHODS:
             out[m][j] = b.masks[m]
         out["changed"][j], out["fg_fraction"][j], out["flipped"][j] = b.ipo.changed, b.ipo.fg_fraction, b.ipo.flipped
@@ -67,11 +68,11 @@ def convergence(result: dict) -> pd.DataFrame:
                          "fg_fraction": result["fg_fraction"].mean(0), "flip_rate": result["flipped"].mean(0)})
 
 
-def saliency_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], head, *, ncut_kw: dict,
-                  ipo_kw: dict, kmeans_seed: int) -> dict[str, np.ndarray]:
+def saliency_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], head, ncut_p: NCutParams,
+                  ipo_p: IPOParams, kmeans_seed: int) -> dict[str, np.ndarray]:
     """Full-size (H, W) float32 maps of every bipartition method and of the trained head, so one
     table holds the whole ablation (Tables 3-4). Masks and head probabilities are upsampled alike."""
-    b = all_methods(features, cls, ncut_kw=ncut_kw, ipo_kw=ipo_kw, kmeans_seed=kmeans_seed)
+    b = all_methods(features, cls, ncut_p, ipo_p, kmeans_seed)
     maps = {m: mask_map(b.masks[m], size) for m in METHODS}
     maps["head"] = predict_map(head, features, size)
     return maps

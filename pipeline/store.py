@@ -29,6 +29,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from pipeline.errors import PipelineError
+from pipeline.params import CompressorParams
 
 FORMAT_VERSION = 1
 
@@ -37,16 +38,13 @@ class StoreError(PipelineError):
     pass
 
 
-def codecs(spec: dict) -> list:
-    """Compressor from params (``store.compressor``): blosc (lz4/zstd + byte shuffle), zstd, or none."""
-    name = spec.get("name", "none")
-    if name == "none":
+def codecs(c: CompressorParams) -> list:
+    """Compressor from params (``store.compressor``): blosc (``cname`` + byte shuffle), zstd, or none."""
+    if c.name == "none":
         return []
-    if name == "blosc":
-        return [BloscCodec(cname=spec.get("cname", "lz4"), clevel=int(spec.get("clevel", 5)), shuffle="shuffle")]
-    if name == "zstd":
-        return [ZstdCodec(level=int(spec.get("clevel", 1)))]
-    raise StoreError(f"store.compressor.name {name!r} is not one of none, blosc, zstd")
+    if c.name == "blosc":
+        return [BloscCodec(cname=c.cname, clevel=c.clevel, shuffle="shuffle")]
+    return [ZstdCodec(level=c.clevel)]
 
 
 def shards_for_rank(n_shards: int, rank: int, world_size: int) -> list[int]:
@@ -70,7 +68,7 @@ class StoreSpec:
     patch_size: int
     model_dtype: str
     images_per_shard: int
-    compressor: dict
+    compressor: CompressorParams
 
     @property
     def n_shards(self) -> int:
@@ -82,10 +80,26 @@ class StoreSpec:
     def fingerprint(self) -> str:
         blob = json.dumps(
             [FORMAT_VERSION, self.stems, self.grid, self.dim, self.backbone, self.resolution,
-             self.patch_size, self.model_dtype, self.images_per_shard, self.compressor],
+             self.patch_size, self.model_dtype, self.images_per_shard, self.compressor.model_dump()],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def check_store_path(path: Path) -> dict:
+    """Attributes of the feature store at ``path`` ({} when absent or an empty folder); raise StoreError for
+    anything else there, which is never overwritten (cheap: run it before loading a model)."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return {}
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception:
+        attrs = {}
+    if "format_version" not in attrs:
+        raise StoreError(f"{path}: exists and is not a selfment feature store; nothing was changed "
+                         f"(move it away or choose another output path)")
+    return attrs
 
 
 class StoreWriter:
@@ -98,17 +112,15 @@ class StoreWriter:
         self.root = zarr.open_group(self.path, mode="r+")
 
     def _create_or_resume(self) -> None:
-        if self.path.exists():
-            try:
-                attrs = dict(zarr.open_group(self.path, mode="r").attrs)
-            except Exception:  # not a zarr group at all: a leftover of something else
-                attrs = {}
-            if attrs.get("fingerprint") == self.spec.fingerprint():
-                return
+        attrs = check_store_path(self.path)
+        if attrs.get("fingerprint") == self.spec.fingerprint():
+            return
+        if attrs:  # a store this project wrote with other settings: rebuilt
             shutil.rmtree(self.path)
         s = self.spec
         n, hw = len(s.stems), s.grid[0] * s.grid[1]
-        root = zarr.open_group(self.path, mode="w")
+        # format_version first: a creation cut short is still recognised as this project's (and rebuilt)
+        root = zarr.open_group(self.path, mode="w", attributes={"format_version": FORMAT_VERSION})
         comp = codecs(s.compressor)
         ips = s.images_per_shard
         root.create_array("features", shape=(n, hw, s.dim), chunks=(1, hw, s.dim), shards=(ips, hw, s.dim),
@@ -118,7 +130,6 @@ class StoreWriter:
         root.create_array("sizes", shape=(n, 2), chunks=(ips, 2), dtype="int32", fill_value=0)
         root.create_array("shard_done", shape=(s.n_shards,), chunks=(1,), dtype="uint8", fill_value=0)
         root.attrs.update({
-            "format_version": FORMAT_VERSION,
             "fingerprint": s.fingerprint(),
             "stems": list(s.stems),
             "grid": list(s.grid),
@@ -129,7 +140,7 @@ class StoreWriter:
             "model_dtype": s.model_dtype,
             "feature_dtype": "float16",
             "images_per_shard": ips,
-            "compressor": s.compressor,
+            "compressor": s.compressor.model_dump(),
             "versions": library_versions(),
             "complete": False,
         })

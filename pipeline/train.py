@@ -8,6 +8,7 @@ its own image and DistributedDataParallel averages the gradients, i.e. a global 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,6 +18,28 @@ from tqdm import tqdm
 from pipeline.errors import PipelineError
 from pipeline.head import Head, as_tensor
 from pipeline.losses import total_loss
+from pipeline.params import METHODS, HeadParams, LossParams, TrainParams
+from pipeline.store import FeatureStore
+
+
+class PseudoLabelled:
+    """images[i] -> ((N, d) cached features, (N,) pseudo-labels of ``method``), read lazily."""
+
+    def __init__(self, store: FeatureStore, pseudo_path: Path, method: str):
+        with np.load(pseudo_path) as z:
+            if method not in z.files:
+                raise PipelineError(f"{pseudo_path}: no {method!r} masks (pseudo.method must be one of "
+                                    f"{', '.join(METHODS)})")
+            if list(z["stems"]) != store.stems:
+                raise PipelineError(f"{pseudo_path}: its images differ from {store.path}; rerun pseudo_masks")
+            self.masks = z[method]
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int):
+        return self.store.features(i).reshape(-1, self.store.dim), self.masks[i].reshape(-1)
 
 
 def rank_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -31,39 +54,37 @@ def rank_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1
     return [int(order[(k * world_size + rank) % n]) for k in range(steps)]
 
 
-def train_head(images: Sequence, *, dim: int, epochs: int = 3, lr: float = 1e-3, weight_decay: float = 1e-5,
-               seed: int = 0, loss_kw: dict | None = None, rank: int = 0, world_size: int = 1,
-               progress: bool = True, on_step: Callable[[dict], None] | None = None, device="cpu",
-               hidden: int = 128, embed: int = 128) -> tuple[Head, list[dict]]:
+def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams(), head: HeadParams = HeadParams(),
+               loss: LossParams = LossParams(), rank: int = 0, world_size: int = 1, progress: bool = True,
+               on_step: Callable[[dict], None] | None = None, device="cpu") -> tuple[Head, list[dict]]:
     """Train a :class:`Head` with the Eq. 13 loss; returns (unwrapped head, per-step log).
 
     ``images[i]`` returns (features (N, d) float16/float32, labels (N,) bool) and is read lazily, one
-    image per step. Deterministic for a given seed: ``torch.manual_seed(seed)`` before the head is
-    built, epoch order ``default_rng(seed + epoch).permutation(n)`` (see :func:`rank_order`).
+    image per step. Deterministic for a given seed: ``torch.manual_seed(train.seed)`` before the head
+    is built, epoch order ``default_rng(seed + epoch).permutation(n)`` (see :func:`rank_order`).
     With ``world_size > 1`` the caller must have initialised the default process group (torchrun);
     the head is wrapped in DistributedDataParallel. Log entries are
     {epoch, step (global, 0-based), image, loss, bce, dice, con}; losses are this rank's own image.
-    ``loss_kw`` goes to :func:`pipeline.losses.total_loss`. Empty or full masks train on BCE + Dice
-    (the contrastive term is 0 there).
+    Empty or full masks train on BCE + Dice (the contrastive term is 0 there).
     """
     n = len(images)
     if n == 0:
         raise PipelineError("no training images: the pseudo-mask set is empty")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    loss_kw = dict(loss_kw or {})
     device = torch.device(device)
+    epochs, seed = train.epochs, train.seed
 
     torch.manual_seed(seed)
-    head = Head(dim, hidden=hidden, embed=embed).to(device)
-    model: torch.nn.Module = head
+    net = Head(dim, hidden=head.hidden, embed=head.embed).to(device)
+    model: torch.nn.Module = net
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" and device.index is not None else None
-        model = DistributedDataParallel(head, device_ids=ids)
+        model = DistributedDataParallel(net, device_ids=ids)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
     steps_per_epoch = math.ceil(n / world_size)
     bar = tqdm(total=epochs * steps_per_epoch, unit="step", disable=not (progress and rank == 0),
@@ -80,11 +101,11 @@ def train_head(images: Sequence, *, dim: int, epochs: int = 3, lr: float = 1e-3,
                                     f"{tuple(y.shape)} do not match (N, {dim}) and (N,)")
             y = y.to(device=device, dtype=torch.bool)
             logits, z = model(f.to(device))
-            loss, parts = total_loss(logits, z, y, **loss_kw)
+            value, parts = total_loss(logits, z, y, loss)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
-            rec = {"epoch": epoch, "step": step, "image": idx, "loss": float(loss.detach()), **parts}
+            rec = {"epoch": epoch, "step": step, "image": idx, "loss": float(value.detach()), **parts}
             log.append(rec)
             if on_step is not None:
                 on_step(rec)
@@ -92,4 +113,4 @@ def train_head(images: Sequence, *, dim: int, epochs: int = 3, lr: float = 1e-3,
             bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
             step += 1
     bar.close()
-    return head.eval(), log
+    return net.eval(), log

@@ -1,22 +1,37 @@
-"""The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images."""
+"""The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images.
+
+Subcommands are imported on use, so a stage runs (and DVC tracks) only its own modules."""
+import importlib
+
 import click
 
-from stages.demo import demo_data
-from stages.evaluate import evaluate
-from stages.extract import extract
-from stages.predict import predict
-from stages.pseudo_masks import pseudo_masks_cmd
-from stages.report import report
-from stages.segment import segment
-from stages.train import train
+COMMANDS = {
+    "demo-data": "stages.demo:demo_data",
+    "extract": "stages.extract:extract",
+    "pseudo-masks": "stages.pseudo_masks:pseudo_masks",
+    "train": "stages.train:train",
+    "predict": "stages.predict:predict",
+    "evaluate": "stages.evaluate:evaluate",
+    "report": "stages.report:report",
+    "segment": "stages.segment:segment",
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup)
 def main() -> None:
     """Selfment: self-supervised foreground segmentation as a staged DVC pipeline."""
 
 
-for command in (demo_data, extract, pseudo_masks_cmd, train, predict, evaluate, report, segment):
-    main.add_command(command)
 if __name__ == "__main__":
     main()

@@ -6,17 +6,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.demo import make_demo
-from stages.common import load_params, params_option
+from pipeline.runner import claim_dir, fingerprint, stage
 
 
-@click.command("demo-data")
-@params_option
+@stage("demo-data", reads=("demo",))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def demo_data(params_path: Path, out: Path) -> None:
+def demo_data(p, out: Path) -> None:
     """Generate the synthetic demo dataset (params: demo.n_images, demo.seed)."""
-    p = load_params(params_path)["demo"]
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    for stem, image, mask in tqdm(make_demo(p["n_images"], p["seed"]), total=p["n_images"], desc="demo"):
+    out = claim_dir(out, fingerprint(p.demo))
+    (out / "images").mkdir(exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    for stem, image, mask in tqdm(make_demo(p.demo.n_images, p.demo.seed), total=p.demo.n_images, desc="demo"):
         Image.fromarray(image).save(out / "images" / f"{stem}.png")
         Image.fromarray(mask.astype("uint8") * 255).save(out / "masks" / f"{stem}.png")

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random DINOv2/DINOv3 models built in code and small on-disk datasets."""
+"""Shared fixtures: tiny random DINOv2/DINOv3 models built in code, small on-disk datasets, planted
+feature grids, and the shared real model / data (tests that need them skip when absent)."""
 from __future__ import annotations
 
 import os
@@ -7,47 +8,77 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SHARED_MODEL = SHARED / "models" / "dinov2-small-imgfocus"
-SHARED_DUTS = SHARED / "datasets" / "DUTS-TR"
-needs_shared_model = pytest.mark.skipif(not SHARED_MODEL.is_dir(), reason="../shared model not present")
-needs_shared_duts = pytest.mark.skipif(not SHARED_DUTS.is_dir(), reason="../shared DUTS-TR not present")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 
 
-def tiny_dinov2(registers: int = 0):
-    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-    torch.manual_seed(0)
-    kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-              patch_size=14, image_size=56)
-    if registers:
-        return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=registers, **kw)).eval()
-    return Dinov2Model(Dinov2Config(mlp_ratio=2, **kw)).eval()
+def _merge(base: dict, updates: dict) -> dict:
+    out = dict(base)
+    for k, v in updates.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
-def tiny_dinov3():
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+@pytest.fixture(scope="session")
+def write_params():
+    """``write_params(path, updates)``: the project's params.yaml deep-merged with ``updates`` (a dataset
+    spec or any other dict value given in full replaces the whole old value only where it is not a dict)."""
+    def write(path: Path, updates: dict) -> Path:
+        base = yaml.safe_load((ROOT / "params.yaml").read_text())
+        for spec in (updates.get("data", {}).get("train", {}).get("dataset"),):
+            if spec is not None:  # a dataset spec replaces the default one whole
+                base["data"]["train"]["dataset"] = {}
+        if "eval" in updates.get("data", {}):
+            base["data"]["eval"] = {}
+        path.write_text(yaml.safe_dump(_merge(base, updates), sort_keys=False))
+        return path
+    return write
 
-    torch.manual_seed(0)
-    cfg = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                          patch_size=16, num_register_tokens=4, image_size=64)
-    return DINOv3ViTModel(cfg).eval()
+
+class TinyViTs:
+    """Random transformers ViTs with the real token layouts, small enough for CPU tests."""
+
+    @staticmethod
+    def dinov2(registers: int = 0):
+        from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+        torch.manual_seed(0)
+        kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  patch_size=14, image_size=56)
+        if registers:
+            return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=registers, **kw)).eval()
+        return Dinov2Model(Dinov2Config(mlp_ratio=2, **kw)).eval()
+
+    @staticmethod
+    def dinov3():
+        from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+        torch.manual_seed(0)
+        cfg = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              patch_size=16, num_register_tokens=4, image_size=64)
+        return DINOv3ViTModel(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_vits() -> type[TinyViTs]:
+    return TinyViTs
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random DINOv2 saved as a local Hugging Face directory (the offline loading path)."""
     d = tmp_path_factory.mktemp("tiny-dinov2")
-    tiny_dinov2().save_pretrained(d)
+    TinyViTs.dinov2().save_pretrained(d)
     return d
 
 
-def write_pairs(root: Path, n: int = 5, size=(60, 45), images="images", masks="masks", seed=0) -> Path:
+def _write_pairs(root: Path, n: int = 5, size=(60, 45), images="images", masks="masks", seed=0) -> Path:
     """n random RGB JPEGs + binary PNG masks under root/images, root/masks; returns root."""
     rng = np.random.default_rng(seed)
     (root / images).mkdir(parents=True, exist_ok=True)
@@ -61,6 +92,48 @@ def write_pairs(root: Path, n: int = 5, size=(60, 45), images="images", masks="m
     return root
 
 
+@pytest.fixture(scope="session")
+def write_pairs():
+    """``write_pairs(root, n=5, size=(w, h), images=..., masks=...)``: a small paired dataset on disk."""
+    return _write_pairs
+
+
 @pytest.fixture
 def pairs(tmp_path) -> Path:
-    return write_pairs(tmp_path / "ds")
+    return _write_pairs(tmp_path / "ds")
+
+
+def _planted(h=12, w=12, box=(slice(3, 7), slice(4, 9)), d=8, noise=0.05, seed=0):
+    """Background patches ~ e0, object patches ~ e1, plus Gaussian noise; returns features, mask."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((h, w), bool)
+    mask[box] = True
+    f = np.zeros((h, w, d), np.float32)
+    f[~mask, 0] = 1
+    f[mask, 1] = 1
+    return f + noise * rng.standard_normal(f.shape).astype(np.float32), mask
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """``planted(h, w, box, d, noise, seed)`` -> (h, w, d) features with a known object mask."""
+    return _planted
+
+
+def _shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_model() -> Path:
+    """The shared stand-in backbone (a saved Dinov2Model); skips when absent."""
+    return _shared("models", "dinov2-small-imgfocus")
+
+
+@pytest.fixture(scope="session")
+def shared_duts() -> Path:
+    """The shared DUTS-TR pairs in the official layout; skips when absent."""
+    return _shared("datasets", "DUTS-TR")

@@ -1,19 +1,24 @@
+"""Frozen ViT backbones: token layout, eval mode, offline loading by directory or hub id."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image
 
-from conftest import SHARED_MODEL, needs_shared_model, tiny_dinov2, tiny_dinov3
-from pipeline.backbone import IMAGENET_MEAN, IMAGENET_STD, BackboneError, from_model, load_backbone, preprocess
+from pipeline.backbone import (IMAGENET_MEAN, IMAGENET_STD, BackboneError, backbone_info, from_model, load_backbone,
+                               preprocess)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("make, registers", [(lambda: tiny_dinov2(), 0), (lambda: tiny_dinov2(4), 4),
-                                             (tiny_dinov3, 4)])
-def test_patch_tokens_are_the_models_own_with_cls_and_registers_dropped(make, registers):
-    model = make()
+@pytest.mark.parametrize("kind, registers", [("dinov2", 0), ("dinov2", 4), ("dinov3", 4)])
+def test_patch_tokens_are_the_models_own_with_cls_and_registers_dropped(tiny_vits, kind, registers):
+    model = tiny_vits.dinov3() if kind == "dinov3" else tiny_vits.dinov2(registers)
     b = from_model(model, "tiny", device="cpu")
     assert b.num_prefix_tokens == 1 + registers
     s = 4 * b.patch_size
@@ -27,16 +32,16 @@ def test_patch_tokens_are_the_models_own_with_cls_and_registers_dropped(make, re
     torch.testing.assert_close(cls, ref[:, 0])
 
 
-def test_model_is_frozen_in_eval_mode_even_if_given_in_train_mode():
-    model = tiny_dinov3().train()
+def test_model_is_frozen_in_eval_mode_even_if_given_in_train_mode(tiny_vits):
+    model = tiny_vits.dinov3().train()
     b = from_model(model, "tiny", device="cpu")
     assert not b.model.training and not any(p.requires_grad for p in b.model.parameters())
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(b(x)[0], b(x)[0])  # no RoPE jitter: deterministic
 
 
-def test_resolution_must_be_a_multiple_of_the_patch_size():
-    b = from_model(tiny_dinov2(), "tiny", device="cpu")
+def test_resolution_must_be_a_multiple_of_the_patch_size(tiny_vits):
+    b = from_model(tiny_vits.dinov2(), "tiny", device="cpu")
     assert b.grid(56) == 4
     with pytest.raises(BackboneError, match=r"768 is not a positive multiple of the patch size 14.*nearest: 770"):
         b.grid(768)
@@ -57,23 +62,33 @@ def test_local_directory_loads_offline_with_requested_dtype(tiny_model_dir):
     assert patches.shape == (1, 2, 2, 32) and patches.dtype == torch.bfloat16
 
 
-def test_unknown_dtype_and_missing_directory_are_one_line_errors(tmp_path):
-    with pytest.raises(BackboneError, match="backbone.dtype 'float8'"):
-        load_backbone("x", dtype="float8")
+def test_missing_directory_is_a_one_line_error(tmp_path):
     with pytest.raises(BackboneError, match="no such model directory"):
         load_backbone(str(tmp_path / "nope"))
+    with pytest.raises(BackboneError, match="no such model directory"):
+        backbone_info(str(tmp_path / "nope"))
+
+
+def test_layout_is_known_from_the_config_alone(tiny_model_dir, tmp_path):
+    """Cheap checks need no weights: a directory whose weights are garbage still gives its layout."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    info = backbone_info(str(broken))
+    assert (info.patch_size, info.num_prefix_tokens, info.hidden_size) == (14, 1, 32)
+    with pytest.raises(Exception):
+        load_backbone(str(broken))
 
 
 def test_offline_hub_id_fails_at_once_with_a_hint_to_use_a_local_directory(tmp_path, tiny_model_dir):
     """Through the real CLI: one line on stderr, exit 2, no traceback, no network retries."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["train"]["dataset"] = {"root": "x", "images": "i"}
+    p["backbone"].update(name="facebook/dinov2-small", resolution=56, device="cpu")
     params = tmp_path / "params.yaml"
-    params.write_text(
-        "data: {train: {dataset: {root: x, images: i}, sample_size: 1, sample_seed: 1}, eval: {}}\n"
-        "backbone: {name: facebook/dinov2-small, resolution: 56, eval_resolution: 56, dtype: float32, "
-        "batch_size: 1, workers: 1, device: cpu}\n"
-        "store: {images_per_shard: 2, compressor: {name: none}}\n")
+    params.write_text(yaml.safe_dump(p))
     (tmp_path / "x" / "i").mkdir(parents=True)
-    from PIL import Image
     Image.new("RGB", (30, 30)).save(tmp_path / "x" / "i" / "a.png")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     r = subprocess.run([sys.executable, "-m", "stages.cli", "extract", "--params", str(params), "--split", "train",
@@ -85,7 +100,7 @@ def test_offline_hub_id_fails_at_once_with_a_hint_to_use_a_local_directory(tmp_p
     assert "point backbone.name at the local directory" in lines[0]
 
 
-@needs_shared_model
-def test_shared_dinov2_checkpoint_loads_through_the_same_path():
-    b = load_backbone(str(SHARED_MODEL), device="cpu")
+@pytest.mark.real
+def test_shared_dinov2_checkpoint_loads_through_the_same_path(shared_model):
+    b = load_backbone(str(shared_model), device="cpu")
     assert (b.patch_size, b.hidden_size, b.num_prefix_tokens) == (14, 384, 1)

@@ -4,34 +4,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DUTS, needs_shared_duts, write_pairs
-from pipeline.datasets import PRESETS, DatasetError, load_image, load_mask, resolve, sample_subset, validate
+from pipeline.datasets import DatasetError, load_image, load_mask, resolve, sample_subset, training_set, validate
+from pipeline.params import DatasetSpec, TrainData
+from pipeline.presets import PRESETS
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_preset_finds_its_official_layout(tmp_path, preset):
+def test_every_preset_finds_its_official_layout(tmp_path, write_pairs, preset):
     images, masks = PRESETS[preset][0]
     write_pairs(tmp_path, n=3, images=images, masks=masks)
-    samples = resolve({"root": str(tmp_path), "preset": preset})
+    samples = resolve(DatasetSpec(root=str(tmp_path), preset=preset))
     assert [s.stem for s in samples] == ["im00", "im01", "im02"]
     assert all(s.image.parent == tmp_path / images and s.mask.parent == tmp_path / masks for s in samples)
 
 
-def test_preset_falls_back_to_a_common_layout_and_reports_what_it_tried(tmp_path):
+def test_preset_falls_back_to_a_common_layout_and_reports_what_it_tried(tmp_path, write_pairs):
     write_pairs(tmp_path / "a", n=2, images="Imgs", masks="GT")
-    assert len(resolve({"root": str(tmp_path / "a"), "preset": "ECSSD"})) == 2
+    assert len(resolve(DatasetSpec(root=str(tmp_path / "a"), preset="ECSSD"))) == 2
     with pytest.raises(DatasetError, match=r"no HKU-IS layout found \(tried imgs/ \+ gt/"):
-        resolve({"root": str(tmp_path), "preset": "HKU-IS"})
-    with pytest.raises(DatasetError, match="unknown dataset preset 'ECSSDX'"):
-        resolve({"root": str(tmp_path), "preset": "ECSSDX"})
+        resolve(DatasetSpec(root=str(tmp_path), preset="HKU-IS"))
 
 
-def test_generic_layout_pairs_by_stem_and_masks_are_optional(tmp_path):
+def test_generic_layout_pairs_by_stem_and_masks_are_optional(tmp_path, write_pairs):
     write_pairs(tmp_path, n=3)
     (tmp_path / "masks" / "im01.png").rename(tmp_path / "masks" / "im01.PNG")
-    s = resolve({"root": str(tmp_path), "images": "images", "masks": "masks"})
+    s = resolve(DatasetSpec(root=str(tmp_path), images="images", masks="masks"))
     assert [x.mask.name for x in s] == ["im00.png", "im01.PNG", "im02.png"]
-    assert all(x.mask is None for x in resolve({"root": str(tmp_path), "images": "images"}))
+    assert all(x.mask is None for x in resolve(DatasetSpec(root=str(tmp_path), images="images")))
 
 
 @pytest.mark.parametrize("break_it, message", [
@@ -42,7 +41,7 @@ def test_generic_layout_pairs_by_stem_and_masks_are_optional(tmp_path):
 def test_folder_problems_name_the_file(pairs, break_it, message):
     break_it(pairs)
     with pytest.raises(DatasetError, match=message):
-        resolve({"root": str(pairs), "images": "images", "masks": "masks"})
+        resolve(DatasetSpec(root=str(pairs), images="images", masks="masks"))
 
 
 @pytest.mark.parametrize("break_it, message", [
@@ -56,14 +55,14 @@ def test_folder_problems_name_the_file(pairs, break_it, message):
 ])
 def test_bad_pairs_fail_validation_with_one_line_naming_the_file(pairs, break_it, message):
     break_it(pairs)
-    samples = resolve({"root": str(pairs), "images": "images", "masks": "masks"})
+    samples = resolve(DatasetSpec(root=str(pairs), images="images", masks="masks"))
     with pytest.raises(DatasetError, match=message) as exc:
         validate(samples, min_side=14)
     assert "\n" not in str(exc.value)
 
 
 def test_valid_dataset_passes_validation(pairs):
-    validate(resolve({"root": str(pairs), "images": "images", "masks": "masks"}), min_side=14)
+    validate(resolve(DatasetSpec(root=str(pairs), images="images", masks="masks")), min_side=14)
     with pytest.raises(DatasetError, match="empty"):
         validate([])
 
@@ -94,15 +93,18 @@ def test_masks_are_binarised_at_128_including_16_bit_and_palette(tmp_path):
     assert load_mask(tmp_path / "mp.png").tolist() == [[False, True]]
 
 
-def test_training_sample_is_the_official_codes_sample(tmp_path):
+def test_training_sample_is_the_official_codes_sample(tmp_path, write_pairs):
     write_pairs(tmp_path, n=12)
-    samples = resolve({"root": str(tmp_path), "images": "images", "masks": "masks"})
+    samples = resolve(DatasetSpec(root=str(tmp_path), images="images", masks="masks"))
     expected = random.Random(111).sample(sorted(str(s.image) for s in samples), 5)
     assert [str(s.image) for s in sample_subset(samples, 5, 111)] == expected
     assert sample_subset(samples, 50, 111) == samples  # fewer images than asked: all of them
+    spec = DatasetSpec(root=str(tmp_path), images="images", masks="masks")
+    chosen, total = training_set(TrainData(dataset=spec, sample_size=5, sample_seed=111))
+    assert [str(s.image) for s in chosen] == expected and total == 12
 
 
-@needs_shared_duts
-def test_shared_duts_tr_is_found_by_its_preset():
-    samples = resolve({"root": str(SHARED_DUTS), "preset": "DUTS-TR"})
+@pytest.mark.real
+def test_shared_duts_tr_is_found_by_its_preset(shared_duts):
+    samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))
     assert len(samples) == 3000 and all(s.mask.suffix == ".png" for s in samples)

@@ -27,9 +27,8 @@ def test_objects_differ_from_their_surroundings_at_the_mask_border():
         assert gap > 20
 
 
-def test_stage_writes_images_and_binary_masks(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("demo: {n_images: 5, seed: 0}\n")
+def test_stage_writes_images_and_binary_masks(tmp_path, write_params):
+    params = write_params(tmp_path / "params.yaml", {"demo": {"n_images": 5, "seed": 0}})
     r = CliRunner().invoke(demo_data, ["--params", str(params), "--out", str(tmp_path / "demo")])
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "demo" / "images").iterdir())

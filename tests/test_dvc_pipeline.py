@@ -23,7 +23,7 @@ def run(cmd, cwd):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model_dir_module):
+def project(tmp_path_factory, tiny_model_dir):
     dst = tmp_path_factory.mktemp("proj")
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
@@ -33,22 +33,14 @@ def project(tmp_path_factory, tiny_model_dir_module):
             shutil.copy2(ROOT / f, dst / f)
     p = yaml.safe_load((dst / "params.yaml").read_text())
     p["demo"]["n_images"] = 6
-    p["backbone"].update(name=str(tiny_model_dir_module), resolution=112, eval_resolution=112, device="cpu")
+    p["backbone"].update(name=str(tiny_model_dir), resolution=112, eval_resolution=112, device="cpu")
     p["ipo"]["min_cluster"] = 3  # 8 x 8 grids: let IPO run
+    p["store"]["images_per_shard"] = 2  # 3 shards: two torchrun ranks share them
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     run(["git", "init", "-q"], dst)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)
     return dst
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir_module(tmp_path_factory):
-    from conftest import tiny_dinov2
-
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_dinov2().save_pretrained(d)
-    return d
 
 
 def ran(out: str) -> set[str]:
@@ -91,3 +83,32 @@ def test_changing_the_resolution_re_extracts_train_only(project):
     out = run(["dvc", "exp", "run", "-S", "backbone.resolution=84"], project)
     assert "extract_train" in ran(out) and "extract_eval@demo" not in ran(out)
     assert FeatureStore(project / "data/features/train.zarr").grid == (6, 6)
+
+
+def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
+    features = project / "pipeline/features.py"
+    original = features.read_text()
+    features.write_text(original + "\n# edited\n")
+    try:
+        status = run(["dvc", "status", "--json"], project)
+        dry = ran(run(["dvc", "repro", "--dry"], project))
+    finally:
+        features.write_text(original)
+    # the stages that import pipeline/features.py, and not extract; evaluate and report follow when
+    # predict's maps change (the ipo.iters test shows that chain), since they do not run this module
+    changed = set(json.loads(status[status.index("{"):]))
+    assert changed == dry == {"pseudo_masks", "train", "predict@demo"}
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
+
+
+def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
+    """The README's multi-GPU line with 2 CPU processes (gloo): both ranks write shards, the head trains
+    under DDP, evaluate and report finish."""
+    out = run(["dvc", "exp", "run", "-n", "torchrun", "-S",
+               "launch='torchrun --standalone --nproc_per_node=2 --no-python'"], project)
+    # the stores come out byte-identical to the single-process ones, so pseudo_masks is not rerun
+    assert ran(out) == ALL_STAGES - {"demo_data", "pseudo_masks"}
+    assert "3 shards (2 written by rank 0)" in out and "3 shards (1 written by rank 1)" in out
+    assert "on 2 process(es)" in out
+    assert set(json.loads((project / "metrics/results.json").read_text())["demo"]) == {
+        "cls", "kmeans", "ncut", "ncut_ipo", "head"}

@@ -1,4 +1,4 @@
-"""Metrics (method-spec "Metrics"): PySODMetrics parity, independent hand loops, tiny worked examples."""
+"""Metrics (README "Metric conventions"): PySODMetrics parity, independent hand loops, tiny worked examples."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""Stage commands on a small on-disk dataset with a tiny random backbone (CliRunner, in process)."""
-import pickle
+"""Stage commands on a small on-disk dataset with a tiny random backbone (CliRunner, in process):
+results equal the library's, interrupted runs resume, cheap checks come first, user folders survive."""
 from pathlib import Path
 
 import numpy as np
@@ -8,43 +8,33 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import tiny_dinov2, write_pairs
-from pipeline.backbone import from_model
+from pipeline.backbone import load_backbone
 from pipeline.bipartition import all_methods
 from pipeline.datasets import resolve
 from pipeline.extract import extract_dataset, make_spec
 from pipeline.head import load_head, predict_map
-from pipeline.pseudo import pseudo_masks
+from pipeline.params import CompressorParams, DatasetSpec, load_params
 from pipeline.store import FeatureStore
 from stages.cli import main
-from stages.pseudo_masks import partial_dir, pseudo_config
 
 pytestmark = pytest.mark.slow
+METHODS = ("cls", "kmeans", "ncut", "ncut_ipo", "head")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_model_dir_module):
+def setup(tmp_path_factory, tiny_model_dir, write_pairs, write_params):
     root = tmp_path_factory.mktemp("stages")
     ds = write_pairs(root / "ds", n=6, size=(70, 50))
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     spec = {"root": str(ds), "images": "images", "masks": "masks"}
-    params["data"] = {"train": {"dataset": spec, "sample_size": 1000, "sample_seed": 111}, "eval": {"ds": spec}}
-    params["backbone"].update(name=str(tiny_model_dir_module), resolution=112, eval_resolution=112, device="cpu")
-    params["ipo"]["min_cluster"] = 3
-    params["pseudo"].update(chunk_size=2, workers=2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    samples = resolve(spec)
-    b = from_model(tiny_dinov2(), str(tiny_model_dir_module), device="cpu")
-    extract_dataset(samples, b, root / "train.zarr", make_spec(samples, b, 112, 4, {"name": "none"}, "float32"),
-                    progress=False)
-    return root, params
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir_module(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_dinov2().save_pretrained(d)
-    return d
+    write_params(root / "params.yaml", {
+        "data": {"train": {"dataset": spec}, "eval": {"ds": spec}},
+        "backbone": {"name": str(tiny_model_dir), "resolution": 112, "eval_resolution": 112, "device": "cpu"},
+        "ipo": {"min_cluster": 3}, "pseudo": {"chunk_size": 2, "workers": 1}, "predict": {"chunk_size": 2, "workers": 1}})
+    samples = resolve(DatasetSpec(**spec))
+    b = load_backbone(str(tiny_model_dir), device="cpu")
+    extract_dataset(samples, b, root / "train.zarr",
+                    make_spec(samples, b, 112, 4, CompressorParams(name="none"), "float32"), progress=False)
+    return root
 
 
 def cli(root, *args, code=0):
@@ -53,60 +43,86 @@ def cli(root, *args, code=0):
     return r
 
 
-def pseudo(root, tag="m"):
+def pseudo(root, tag="m", code=0):
     return cli(root, "pseudo-masks", "--features", str(root / "train.zarr"), "--out", str(root / f"{tag}.npz"),
-               "--metrics", str(root / f"{tag}.json"), "--plot", str(root / f"{tag}.csv"))
+               "--metrics", str(root / f"{tag}.json"), "--plot", str(root / f"{tag}.csv"), code=code)
 
 
-def test_pseudo_masks_stage_equals_the_library_and_resumes(setup, monkeypatch):
-    root, params = setup
-    monkeypatch.chdir(root)
-    store = FeatureStore(root / "train.zarr")
-    cfg = pseudo_config(params)
-    # a finished chunk left by an interrupted run, marked so that reuse is visible
-    done = pseudo_masks(store, [0, 1], **cfg, gt_paths=[root / "ds/masks/im00.png", root / "ds/masks/im01.png"])
-    done["ncut"][0] = True
-    (partial_dir(cfg, store, True) / "00000.pkl").write_bytes(pickle.dumps(done))
+def train(root, tag):
+    cli(root, "train", "--features", str(root / "train.zarr"), "--pseudo", str(root / "p.npz"),
+        "--out", str(root / f"head_{tag}.safetensors"), "--loss-csv", str(root / f"loss_{tag}.csv"))
+
+
+def test_pseudo_masks_equals_the_library_and_an_interrupted_run_resumes(setup, monkeypatch):
+    import stages.pseudo_masks as stage
+
+    root, real, calls = setup, stage.masks_of, []
+
+    def crash_on_second_chunk(store, indices, *a):
+        calls.append(indices)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(store, indices, *a)
+
+    monkeypatch.setattr(stage, "masks_of", crash_on_second_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        pseudo(root)
+    monkeypatch.setattr(stage, "masks_of", lambda store, indices, *a: (calls.append(indices), real(store, indices, *a))[1])
+    assert not (root / "m.npz").exists() and (root / ".m.npz.partial").is_dir()  # state kept beside the output
+    calls.clear()
     pseudo(root)
+    assert calls == [[2, 3], [4, 5]]  # chunk [0, 1] finished before the crash: not computed again
+    assert not (root / ".m.npz.partial").exists()
+    p = load_params(root / "params.yaml")
+    store = FeatureStore(root / "train.zarr")
     with np.load(root / "m.npz") as z:
         assert list(z["stems"]) == store.stems
-        assert z["ncut"][0].all()  # reused, not recomputed
-        for i in range(1, len(store)):
-            ref = all_methods(store.features(i), store.cls(i), **cfg)
-            for m in ("cls", "kmeans", "ncut", "ncut_ipo"):
+        for i in range(len(store)):
+            ref = all_methods(store.features(i), store.cls(i), p.ncut, p.ipo, p.pseudo.kmeans_seed)
+            for m in METHODS[:-1]:
                 np.testing.assert_array_equal(z[m][i], ref.masks[m])
-    assert not any(partial_dir(cfg, store, True).iterdir())
     report = yaml.safe_load((root / "m.json").read_text())
-    assert set(report) >= {"cls", "kmeans", "ncut", "ncut_ipo", "n_images"}
+    assert set(report) >= {*METHODS[:-1], "n_images"}
     assert set(report["ncut_ipo"]) == {"fmax_dataset", "fmax_image", "iou", "acc"}
 
 
-def test_train_is_deterministic_and_predict_writes_full_size_maps(setup, monkeypatch):
-    root, _ = setup
-    monkeypatch.chdir(root)
+def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup, monkeypatch):
+    import stages.predict as stage
+
+    root = setup
     pseudo(root, "p")
-    for tag in ("a", "b"):
-        cli(root, "train", "--features", str(root / "train.zarr"), "--pseudo", str(root / "p.npz"),
-            "--out", str(root / f"head_{tag}.safetensors"), "--log", str(root / f"loss_{tag}.csv"))
+    train(root, "a")
+    train(root, "b")
     assert (root / "head_a.safetensors").read_bytes() == (root / "head_b.safetensors").read_bytes()
     assert len((root / "loss_a.csv").read_text().splitlines()) == 1 + 3 * 6
 
     out = root / "pred"
-    cli(root, "predict", "--features", str(root / "train.zarr"), "--head", str(root / "head_a.safetensors"),
-        "--out", str(out))
-    for m in ("cls", "kmeans", "ncut", "ncut_ipo", "head"):
+    predict = ["predict", "--features", str(root / "train.zarr"), "--head", str(root / "head_a.safetensors"),
+               "--out", str(out)]
+    real, calls = stage.save_png, []
+
+    def crash_on_fourth_image(prob, path):
+        calls.append(Path(path))
+        if len(calls) == 3 * len(METHODS) + 1:
+            raise RuntimeError("killed")
+        real(prob, path)
+
+    monkeypatch.setattr(stage, "save_png", crash_on_fourth_image)
+    with pytest.raises(RuntimeError, match="killed"):
+        cli(root, *predict)
+    monkeypatch.setattr(stage, "save_png", lambda prob, path: (calls.append(Path(path)), real(prob, path)))
+    calls.clear()
+    cli(root, *predict)
+    assert sorted({c.stem for c in calls}) == ["im02", "im03", "im04", "im05"]  # unit [0, 1] was finished
+    for m in METHODS:
         assert len(list((out / m).glob("*.png"))) == 6
         assert Image.open(out / m / "im03.png").size == (70, 50)
-    # resume: a finished map is kept, a missing one is recomputed identically
-    (out / "head" / "im05.png").unlink()
-    before = np.asarray(Image.open(out / "head" / "im01.png"))
-    r = cli(root, "predict", "--features", str(root / "train.zarr"), "--head", str(root / "head_a.safetensors"),
-            "--out", str(out))
-    assert "(1 computed now)" in r.output
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "head" / "im01.png")), before)
+    store = FeatureStore(root / "train.zarr")
+    ref = predict_map(load_head(root / "head_a.safetensors"), store.features(1), (50, 70))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "head" / "im01.png")), np.round(ref * 255))
 
-    r = cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
-            "--pr", str(root / "pr"))
+    cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
+        "--pr", str(root / "pr"))
     assert set(yaml.safe_load((root / "e.json").read_text())["head"]) >= {"fmax_image", "fmax_dataset", "sm", "mae"}
     (out / "ncut" / "im02.png").unlink()
     r = cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
@@ -114,12 +130,10 @@ def test_train_is_deterministic_and_predict_writes_full_size_maps(setup, monkeyp
     assert "im02.png: prediction missing" in r.output and len(r.output.strip().splitlines()) == 1
 
 
-def test_segment_maps_own_images_and_reports_bad_files(setup, tmp_path, monkeypatch):
-    root, _ = setup
-    monkeypatch.chdir(root)
-    pseudo(root, "s")
-    cli(root, "train", "--features", str(root / "train.zarr"), "--pseudo", str(root / "s.npz"),
-        "--out", str(root / "head_s.safetensors"), "--log", str(root / "loss_s.csv"))
+def test_segment_maps_own_images_and_reports_bad_files(setup, tmp_path):
+    root = setup
+    pseudo(root, "p")
+    train(root, "s")
     good = root / "ds/images/im00.jpg"
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
@@ -133,6 +147,43 @@ def test_segment_maps_own_images_and_reports_bad_files(setup, tmp_path, monkeypa
     ref = predict_map(load_head(root / "head_s.safetensors"), store.features(0), (50, 70))
     assert np.abs(m.astype(float) - np.round(ref * 255)).max() <= 2
 
-    r = cli(root, "segment", str(good), "--head", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path),
+    r = cli(root, "segment", str(good), "--head", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o2"),
             code=2)
     assert "nope.safetensors" in r.output
+
+
+@pytest.mark.parametrize("command", ["predict", "extract", "segment", "demo-data"])
+def test_a_user_folder_passed_as_out_is_refused_and_survives(setup, tmp_path, command):
+    root = setup
+    pseudo(root, "p")
+    train(root, "u")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.txt").write_text("years of work")
+    args = {"predict": ["--features", str(root / "train.zarr"), "--head", str(root / "head_u.safetensors")],
+            "extract": ["--split", "train"], "demo-data": [],
+            "segment": [str(root / "ds/images/im00.jpg"), "--head", str(root / "head_u.safetensors")]}[command]
+    r = cli(root, command, *args, "--out", str(user), code=2)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{user}: " in errors[0] and "nothing was changed" in errors[0]
+    assert sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
+    assert (user / "thesis.txt").read_text() == "years of work"
+
+
+def test_dataset_problems_are_reported_before_the_weights_are_loaded(setup, tmp_path, write_pairs, write_params,
+                                                                     tiny_model_dir):
+    ds = write_pairs(tmp_path / "ds", n=3)
+    Image.new("L", (10, 10)).save(ds / "masks" / "im01.png")  # a mask of the wrong size
+    broken = tmp_path / "model"  # its config is fine, its weights would fail to load
+    broken.mkdir()
+    (broken / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    params = write_params(tmp_path / "params.yaml", {
+        "data": {"train": {"dataset": {"root": str(ds), "images": "images", "masks": "masks"}}},
+        "backbone": {"name": str(broken), "resolution": 56}})
+    r = CliRunner().invoke(main, ["extract", "--params", str(params), "--split", "train",
+                                  "--out", str(tmp_path / "f.zarr")])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1:] == [
+        f"error: {ds / 'masks' / 'im01.png'}: mask is 10x10 but its image is 60x45"]
+    assert "Loading weights" not in r.output

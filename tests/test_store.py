@@ -1,99 +1,52 @@
+"""The sharded Zarr feature store: shards owned by ranks, completeness, rebuilds, never a user's folder."""
 import numpy as np
 import pytest
-import torch
-import torch.multiprocessing as mp
 
-from conftest import SHARED_DUTS, SHARED_MODEL, needs_shared_duts, needs_shared_model, tiny_dinov2, write_pairs
-from pipeline.backbone import from_model, preprocess
-from pipeline.datasets import load_image, resolve
-from pipeline.extract import extract_dataset, make_spec
-from pipeline.store import FeatureStore, StoreError, StoreWriter, shards_for_rank
+from pipeline.params import CompressorParams
+from pipeline.store import FeatureStore, StoreError, StoreSpec, StoreWriter, check_store_path, shards_for_rank
 
 
-def setup(tmp_path, n=7, ips=3, compressor=None):
-    if not (tmp_path / "ds").exists():
-        write_pairs(tmp_path / "ds", n=n)
-    samples = resolve({"root": str(tmp_path / "ds"), "images": "images", "masks": "masks"})
-    b = from_model(tiny_dinov2(), "tiny", device="cpu")
-    spec = make_spec(samples, b, 56, ips, compressor or {"name": "blosc", "cname": "lz4"}, "float32")
-    return samples, b, spec
+def spec(n=4, ips=2, grid=(4, 4), dim=32) -> StoreSpec:
+    return StoreSpec(tuple(f"im{i:02d}" for i in range(n)), grid, dim, "tiny", 56, 14, "float32", ips,
+                     CompressorParams(name="none"))
 
 
-class CountingBackbone:
-    """Wraps a backbone and counts the images it was asked to encode."""
-
-    def __init__(self, b):
-        self.b, self.images = b, 0
-
-    def __getattr__(self, name):
-        return getattr(self.b, name)
-
-    def __call__(self, x):
-        self.images += len(x)
-        return self.b(x)
-
-
-@pytest.mark.parametrize("compressor", [{"name": "none"}, {"name": "blosc", "cname": "zstd"}, {"name": "zstd"}])
-def test_store_holds_the_models_patch_tokens_cls_sizes_and_attributes(tmp_path, compressor):
-    samples, b, spec = setup(tmp_path, compressor=compressor)
-    assert extract_dataset(samples, b, tmp_path / "f.zarr", spec, batch_size=2, progress=False) == 3
-    st = FeatureStore(tmp_path / "f.zarr")
-    assert st.stems == [s.stem for s in samples] and st.grid == (4, 4) and st.dim == 32
-    for i in (0, 4, 6):  # first, middle and last (partial) shard
-        x = torch.from_numpy(preprocess(load_image(samples[i].image), 56))[None]
-        tokens = b.model(pixel_values=x).last_hidden_state[0].detach().numpy()
-        np.testing.assert_allclose(st.features(i).astype(np.float32), tokens[1:].reshape(4, 4, 32), atol=2e-3, rtol=2e-3)
-        np.testing.assert_allclose(st.cls(i).astype(np.float32), tokens[0], atol=2e-3, rtol=2e-3)
-    assert st.sizes().tolist() == [[45, 60]] * 7
-    assert st.attrs["backbone"] == "tiny" and st.attrs["resolution"] == 56 and st.attrs["patch_size"] == 14
-    assert st.features(0).dtype == np.float16 and set(st.attrs["versions"]) >= {"torch", "zarr"}
-
-
-def test_interrupted_extraction_resumes_without_redoing_finished_shards(tmp_path, monkeypatch):
-    samples, b, spec = setup(tmp_path, n=7, ips=3)
-    real_write = StoreWriter.write_shard
-
-    def crash_on_shard_1(self, k, *a):
-        if k == 1:
-            raise KeyboardInterrupt("killed")
-        real_write(self, k, *a)
-
-    monkeypatch.setattr(StoreWriter, "write_shard", crash_on_shard_1)
-    with pytest.raises(KeyboardInterrupt):
-        extract_dataset(samples, b, tmp_path / "f.zarr", spec, batch_size=2, progress=False)
-    with pytest.raises(StoreError, match="incomplete"):  # never reads as complete
-        FeatureStore(tmp_path / "f.zarr")
-    monkeypatch.setattr(StoreWriter, "write_shard", real_write)
-
-    counting = CountingBackbone(b)
-    assert extract_dataset(samples, counting, tmp_path / "f.zarr", spec, batch_size=2, progress=False) == 2
-    assert counting.images == 4  # shards 1 and 2 (3 + 1 images); shard 0 was kept
-    again = CountingBackbone(b)
-    assert extract_dataset(samples, again, tmp_path / "f.zarr", spec, progress=False) == 0 and again.images == 0
-
-    fresh = tmp_path / "fresh.zarr"
-    extract_dataset(samples, b, fresh, spec, batch_size=2, progress=False)
-    for i in range(7):
-        np.testing.assert_array_equal(FeatureStore(tmp_path / "f.zarr").features(i), FeatureStore(fresh).features(i))
-
-
-def test_a_store_built_with_other_settings_is_rebuilt_not_resumed(tmp_path):
-    samples, b, spec = setup(tmp_path, n=4, ips=2)
-    extract_dataset(samples, b, tmp_path / "f.zarr", spec, progress=False)
-    spec28 = make_spec(samples, b, 28, 2, spec.compressor, "float32")
-    assert extract_dataset(samples, b, tmp_path / "f.zarr", spec28, progress=False) == 2
-    assert FeatureStore(tmp_path / "f.zarr").grid == (2, 2)
+def fill(path, s: StoreSpec) -> None:
+    w = StoreWriter(path, s)
+    for k in range(s.n_shards):
+        m = len(s.shard_range(k))
+        w.write_shard(k, np.full((m, *s.grid, s.dim), k, np.float32), np.zeros((m, s.dim)), np.ones((m, 2)))
+    w.finalize()
 
 
 def test_finalize_refuses_missing_shards_and_reader_refuses_non_stores(tmp_path):
-    samples, b, spec = setup(tmp_path, n=4, ips=2)
-    w = StoreWriter(tmp_path / "f.zarr", spec)
+    w = StoreWriter(tmp_path / "f.zarr", spec())
     with pytest.raises(StoreError, match=r"shards \[0, 1\] are not written"):
         w.finalize()
+    with pytest.raises(StoreError, match="incomplete"):
+        FeatureStore(tmp_path / "f.zarr")
     with pytest.raises(StoreError, match="not a feature store"):
         FeatureStore(tmp_path / "nothing.zarr")
     with pytest.raises(StoreError, match="non-finite"):
         w.write_shard(0, np.full((2, 4, 4, 32), np.inf), np.zeros((2, 32)), np.zeros((2, 2)))
+
+
+def test_a_store_of_this_project_with_another_spec_is_rebuilt(tmp_path):
+    fill(tmp_path / "f.zarr", spec())
+    fill(tmp_path / "f.zarr", spec(grid=(2, 2)))
+    assert FeatureStore(tmp_path / "f.zarr").grid == (2, 2)
+
+
+def test_a_folder_that_is_not_a_store_is_never_overwritten(tmp_path):
+    user = tmp_path / "thesis"
+    user.mkdir()
+    (user / "thesis.txt").write_text("years of work")
+    with pytest.raises(StoreError, match="thesis: exists and is not a selfment feature store; nothing was changed"):
+        StoreWriter(user, spec())
+    assert (user / "thesis.txt").read_text() == "years of work"
+    assert check_store_path(tmp_path / "absent.zarr") == {}
+    (tmp_path / "empty").mkdir()
+    fill(tmp_path / "empty", spec())  # an empty folder is adopted
 
 
 @pytest.mark.parametrize("n, world", [(1, 1), (5, 2), (7, 3), (2, 4)])
@@ -103,94 +56,3 @@ def test_ranks_own_disjoint_whole_shards_covering_all(n, world):
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-def _rank_main(rank, world, root, port):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    samples, b, spec = setup(root, n=7, ips=2)
-    counting = CountingBackbone(b)
-    extract_dataset(samples, counting, root / "ddp.zarr", spec, rank=rank, world_size=world,
-                    barrier=dist.barrier, progress=False)
-    (root / f"rank{rank}.count").write_text(str(counting.images))
-    dist.destroy_process_group()
-
-
-def test_two_gloo_ranks_write_disjoint_shards_that_equal_a_single_process_store(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    write_pairs(tmp_path / "ds", n=7)  # once, before the ranks read it
-    mp.spawn(_rank_main, args=(2, tmp_path, port), nprocs=2, join=True)
-    counts = [int((tmp_path / f"rank{r}.count").read_text()) for r in range(2)]
-    assert counts == [2 + 2, 2 + 1]  # rank 0: shards 0, 2; rank 1: shards 1, 3 (last has 1 image)
-    samples, b, spec = setup(tmp_path, n=7, ips=2)
-    extract_dataset(samples, b, tmp_path / "single.zarr", spec, progress=False)
-    ddp, single = FeatureStore(tmp_path / "ddp.zarr"), FeatureStore(tmp_path / "single.zarr")
-    for i in range(7):
-        np.testing.assert_array_equal(ddp.features(i), single.features(i))
-
-
-@needs_shared_model
-@needs_shared_duts
-def test_extract_stage_on_real_images_stores_the_shared_models_tokens(tmp_path):
-    """The CLI end to end on 3 real DUTS-TR images with the real ViT-S/14, offline."""
-    import yaml
-    from click.testing import CliRunner
-
-    from pipeline.backbone import load_backbone
-    from stages.extract import extract
-
-    params = {
-        "data": {"train": {"dataset": {"root": str(SHARED_DUTS), "preset": "DUTS-TR"}, "sample_size": 3,
-                           "sample_seed": 111}, "eval": {}},
-        "backbone": {"name": str(SHARED_MODEL), "resolution": 224, "eval_resolution": 224, "dtype": "float32",
-                     "batch_size": 2, "workers": 2, "device": "cpu"},
-        "store": {"images_per_shard": 2, "compressor": {"name": "blosc", "cname": "zstd", "clevel": 3}},
-    }
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
-    r = CliRunner().invoke(extract, ["--params", str(tmp_path / "p.yaml"), "--split", "train",
-                                     "--out", str(tmp_path / "t.zarr")])
-    assert r.exit_code == 0, r.output
-    st = FeatureStore(tmp_path / "t.zarr")
-    b = load_backbone(str(SHARED_MODEL), device="cpu")
-    all_samples = resolve({"root": str(SHARED_DUTS), "preset": "DUTS-TR"})
-    sample = next(s for s in all_samples if s.stem == st.stems[2])
-    patches, _ = b(torch.from_numpy(preprocess(load_image(sample.image), 224))[None])
-    np.testing.assert_allclose(st.features(2).astype(np.float32), patches[0].numpy(), atol=1e-2, rtol=1e-2)
-
-
-@pytest.mark.slow
-def test_extract_stage_under_torchrun_with_two_cpu_ranks(tmp_path, tiny_model_dir):
-    """`torchrun --nproc_per_node=2 --no-python selfment extract`: the launch the README documents."""
-    import os
-    import socket
-    import subprocess
-
-    import yaml
-
-    write_pairs(tmp_path / "ds", n=5)
-    params = {
-        "data": {"train": {"dataset": {"root": str(tmp_path / "ds"), "images": "images", "masks": "masks"},
-                           "sample_size": 1000, "sample_seed": 111}, "eval": {}},
-        "backbone": {"name": str(tiny_model_dir), "resolution": 56, "eval_resolution": 56, "dtype": "float32",
-                     "batch_size": 2, "workers": 2, "device": "cpu"},
-        "store": {"images_per_shard": 2, "compressor": {"name": "none"}},
-    }
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
-    with socket.socket() as s:  # torchrun's --master_port=0 hangs the rendezvous: pick a free port
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    r = subprocess.run(["torchrun", "--nproc_per_node=2", f"--master_port={port}", "--no-python", "selfment", "extract",
-                        "--params", str(tmp_path / "p.yaml"), "--split", "train", "--out", str(tmp_path / "t.zarr")],
-                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "3 shards (2 written by rank 0)" in r.stdout and "3 shards (1 written by rank 1)" in r.stdout
-    samples = resolve({"root": str(tmp_path / "ds"), "images": "images", "masks": "masks"})
-    b = from_model(tiny_dinov2(), str(tiny_model_dir), device="cpu")
-    spec = make_spec(samples, b, 56, 2, {"name": "none"}, "float32")
-    extract_dataset(samples, b, tmp_path / "single.zarr", spec, progress=False)
-    for i in range(5):
-        np.testing.assert_array_equal(FeatureStore(tmp_path / "t.zarr").features(i),
-                                      FeatureStore(tmp_path / "single.zarr").features(i))

@@ -1,0 +1,251 @@
+"""What every stage shares: validated params, one-line errors, output ownership, resumable work units,
+torchrun process groups.
+
+* :func:`stage` makes a click command that validates ``--params`` when it starts and hands the stage
+  a :class:`~pipeline.params.ParamsView` of exactly the keys it declares (its DVC ``params:``); a
+  :class:`~pipeline.errors.PipelineError` anywhere becomes ``error: <one line>`` and exit status 2.
+* :func:`claim_dir` creates an output folder or reuses one this project made; it never removes a
+  folder it did not create.
+* :func:`run_units` runs work units in a process pool with a progress bar, keeps every finished
+  unit's result in a state folder beside the output (:class:`Resume`), and skips finished units
+  when an interrupted run is started again.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import pickle
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from pipeline.errors import PipelineError
+from pipeline.files import atomic_write
+from pipeline.params import ParamsView, load_params
+
+STAMP = ".selfment"  # marks a folder this project created; holds the fingerprint of its content
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 of JSON-serialised parts (typed params are dumped field by field)."""
+    def plain(x):
+        return x.model_dump(mode="json") if isinstance(x, BaseModel) else str(x)
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=plain).encode()).hexdigest()
+
+
+def file_digest(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+
+
+def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()):
+    """Decorator: a click command ``name`` whose function gets ``(params_view, **options)``.
+
+    ``reads`` lists the params keys the stage depends on (format strings over its options, e.g.
+    ``"data.eval.{name}"``, or a function of the options); tests hold it equal to dvc.yaml. The
+    params file is validated before anything else runs."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def command(params_path: Path, **options):
+            try:
+                declared = frozenset(reads(options) if callable(reads) else (r.format(**options) for r in reads))
+                return fn(ParamsView(load_params(params_path), declared), **options)
+            except PipelineError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+
+        command.__click_params__ = list(getattr(fn, "__click_params__", []))
+        cmd = click.option("--params", "params_path", default="params.yaml", show_default=True,
+                           type=click.Path(dir_okay=False, path_type=Path), help="Parameters file.")(command)
+        cmd = click.command(name)(cmd)
+        cmd.reads = reads
+        return cmd
+
+    return decorate
+
+
+def declared_reads(command: click.Command, args: list[str]) -> set[str]:
+    """The params keys ``command`` declares when invoked with ``args`` (without running it)."""
+    ctx = command.make_context(command.name, list(args), resilient_parsing=True)
+    opts = {k: v for k, v in ctx.params.items() if k != "params_path"}
+    reads = command.reads
+    return set(reads(opts) if callable(reads) else (r.format(**opts) for r in reads))
+
+
+class Dist:
+    """torchrun environment (RANK, WORLD_SIZE); a single process when launched without torchrun."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        if self.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def check_out_dir(path: Path | str) -> Path:
+    """Raise unless ``path`` is absent, an empty folder, or a folder this project made (cheap; run it
+    before any long work)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PipelineError(f"{path}: exists and is not a folder; choose another output path")
+    if path.is_dir() and not (path / STAMP).is_file() and any(path.iterdir()):
+        raise PipelineError(f"{path}: folder exists and was not made by selfment; nothing was changed "
+                            f"(move it away or choose another output path)")
+    return path
+
+
+def claim_dir(path: Path | str, key: str | None = None) -> Path:
+    """An output folder this project owns: created, adopted when empty, kept when stamped by this project.
+    With ``key`` it holds results made with that key only: a folder stamped with another key is emptied
+    (the project made all of it). Any other existing folder is refused (:func:`check_out_dir`), so
+    nothing of the user's is ever removed or mixed in."""
+    path = check_out_dir(path)
+    stamp = path / STAMP
+    if key is not None and stamp.is_file() and stamp.read_text() != key:
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not stamp.is_file() or key is not None:
+        stamp.write_text(key or "")
+    return path
+
+
+class Resume:
+    """Finished work units of one output, kept beside it in ``.<name>.partial/<key>/`` until the stage
+    ends. A different key (other params, other inputs, other units) starts afresh."""
+
+    def __init__(self, output: Path | str, key: str):
+        output = Path(output)
+        self.root = output.parent / f".{output.name}.partial"
+        self.dir = self.root / key[:16]
+        if self.root.is_dir():
+            for stale in self.root.iterdir():
+                if stale != self.dir:
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, uid: str) -> Path:
+        return self.dir / f"{uid}.pkl"
+
+    def done(self, uid: str) -> bool:
+        return self.path(uid).is_file()
+
+    def save(self, uid: str, result: Any) -> None:
+        atomic_write(self.path(uid), lambda f: pickle.dump(result, f))
+
+    def load(self, uid: str) -> Any:
+        return pickle.loads(self.path(uid).read_bytes())
+
+    def close(self) -> None:
+        """Forget the state once the stage's own output is written."""
+        shutil.rmtree(self.root)
+
+
+@dataclass(frozen=True)
+class Unit:
+    uid: str           # stable name: the resume key of this unit
+    args: tuple        # arguments of the work call
+    size: int = 1      # items (images) it covers, for the progress bar
+
+
+class Work:
+    """A picklable work function: ``open()`` runs once per process (load a store, a model), then
+    ``__call__(*unit.args)`` once per unit."""
+
+    def open(self) -> None:
+        pass
+
+    def __call__(self, *args):
+        raise NotImplementedError
+
+
+_WORK: Work | None = None
+
+
+def _start(work: Work, threads: int) -> None:
+    global _WORK
+    import torch
+
+    torch.set_num_threads(threads)
+    work.open()
+    _WORK = work
+
+
+def _call(args: tuple):
+    return _WORK(*args)
+
+
+def run_units(work: Work, units: Sequence[Unit], resume: Resume, *, workers: int = 1, desc: str = "",
+              unit: str = "img") -> list:
+    """Results of ``work`` on every unit, in order. Finished units (from an interrupted run) are loaded
+    from ``resume``; the others run in ``workers`` spawned processes (1 thread each), or in this
+    process when ``workers`` is 1 or one unit is left. Each result is saved as soon as it is done."""
+    todo = [u for u in units if not resume.done(u.uid)]
+    total = sum(u.size for u in units)
+    bar = tqdm(total=total, initial=total - sum(u.size for u in todo), desc=desc, unit=unit)
+    try:
+        if todo and (workers <= 1 or len(todo) == 1):
+            work.open()
+            for u in todo:
+                resume.save(u.uid, work(*u.args))
+                bar.update(u.size)
+        elif todo:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_start, initargs=(work, 1),
+                                       mp_context=multiprocessing.get_context("spawn"))
+            try:
+                jobs = {pool.submit(_call, u.args): u for u in todo}
+                for job in as_completed(jobs):
+                    u = jobs[job]
+                    resume.save(u.uid, job.result())
+                    bar.update(u.size)
+            finally:  # on an error, drop the queued units instead of computing them first
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+    return [resume.load(u.uid) for u in units]
+
+
+def chunked(indices: Sequence[int], size: int) -> list[Unit]:
+    """Units of ``size`` consecutive indices each, named by their first and last index."""
+    return [Unit(f"{c[0]:06d}-{c[-1]:06d}", (list(c),), len(c))
+            for c in (indices[s:s + size] for s in range(0, len(indices), size))]

@@ -1,0 +1,120 @@
+"""The params schema: the paper's constants as defaults, every config valid, one-line errors naming the
+key, the value and what is allowed, and stages that stop on bad params before any model is loaded."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipeline.params import METHODS, ParamsError, ParamsView, load_params, parse_params
+from pipeline.presets import PRESETS
+from stages.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PAPER = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("configs/*.yaml")) + [ROOT / "params.yaml"], ids=lambda p: p.name)
+def test_every_params_file_of_the_project_is_valid(path):
+    load_params(path)
+
+
+def test_paper_config_is_the_papers_setup():
+    p = parse_params(PAPER)
+    assert p.backbone.name == "facebook/dinov3-vit7b16-pretrain-lvd1689m"
+    assert p.backbone.resolution == 768 and p.backbone.dtype == "bfloat16"
+    assert p.data.train.dataset.preset == "DUTS-TR"
+    assert set(p.data.eval) == {"ECSSD", "DUTS-TE", "HKU-IS", "PASCAL-S", "CHAMELEON", "CAMO", "COD10K", "NC4K"}
+    assert all(spec.preset in PRESETS for spec in p.data.eval.values())
+    assert "--nproc_per_node=8" in p.launch
+
+
+@pytest.mark.parametrize("data", [PARAMS, PAPER], ids=["params", "paper"])
+def test_defaults_are_the_papers_constants(data):
+    p = parse_params(data)
+    assert (p.data.train.sample_size, p.data.train.sample_seed) == (1000, 111)
+    assert (p.ncut.tau, p.ncut.eps, p.ipo.iters) == (0.2, 1e-5, 20)
+    assert (p.loss.w_con, p.loss.w_dice, p.loss.w_bce, p.loss.temperature) == (0.1, 1.0, 1.0, 0.05)
+    assert (p.train.lr, p.train.epochs, p.train.weight_decay) == (1e-3, 3, 1e-5)
+    assert (p.head.hidden, p.head.embed) == (128, 128)
+    assert p.pseudo.method == "ncut_ipo" and set(METHODS) == {"cls", "kmeans", "ncut", "ncut_ipo"}
+
+
+def edited(path: str, value=None, delete=False) -> dict:
+    data = copy.deepcopy(PARAMS)
+    *parents, last = path.split(".")
+    node = data
+    for k in parents:
+        node = node[k]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+BAD = [
+    ("ncut.solver", "lanczoss", "params.yaml: ncut.solver = 'lanczoss': must be one of dense, lanczos"),
+    ("loss.w_dic", 1.0, "params.yaml: loss.w_dic: unknown key (did you mean loss.w_dice?)"),
+    ("ipo.iters", -1, "params.yaml: ipo.iters = -1: must be >= 1"),
+    ("train.epochs", 0, "params.yaml: train.epochs = 0: must be >= 1"),
+    ("loss.w_bce", -0.5, "params.yaml: loss.w_bce = -0.5: must be >= 0"),
+    ("ncut.eps", 1.0, "params.yaml: ncut.eps = 1.0: must be > 0 and < 1"),
+    ("ncut.tau", 1.0, "params.yaml: ncut.tau = 1.0: must be >= -1 and < 1"),
+    ("data.train.sample_size", 0, "params.yaml: data.train.sample_size = 0: must be >= 1"),
+    ("pseudo.method", "ncut+ipo", "params.yaml: pseudo.method = 'ncut+ipo': must be one of cls, kmeans, ncut, ncut_ipo"),
+    ("data.eval.demo", {"root": "x"}, "params.yaml: data.eval.demo: needs either 'preset' or 'images'"),
+    ("data.eval.demo", {"root": "x", "preset": "ECSD"}, "params.yaml: data.eval.demo.preset = 'ECSD': must be one of ECSSD,"),
+    ("backbone.device", "gpu", "params.yaml: backbone.device = 'gpu': must be auto, cpu, mps, cuda or cuda:N"),
+    ("store.compressor", {"name": "blosc", "cname": "zstd", "clevel": 12}, "store.compressor: blosc clevel must be 0..9"),
+    ("ncut", 3, "params.yaml: ncut = 3: must be a mapping of keys"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_values_give_one_line_naming_key_value_and_what_is_allowed(path, value, message):
+    with pytest.raises(ParamsError) as err:
+        parse_params(edited(path, value))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_key_must_be_spelled_out_and_all_loss_weights_zero_is_refused():
+    with pytest.raises(ParamsError, match=r"^params.yaml: ncut.degenerate_tol: missing key"):
+        parse_params(edited("ncut.degenerate_tol", delete=True))
+    zero = edited("loss", dict(PARAMS["loss"], w_bce=0, w_dice=0, w_con=0))
+    with pytest.raises(ParamsError, match="nothing to train on"):
+        parse_params(zero)
+    assert parse_params(edited("ncut.eps", "1e-5")).ncut.eps == 1e-5  # YAML 1.1 reads 1e-5 as a string
+
+
+def test_a_view_allows_declared_keys_and_runtime_fields_only():
+    view = ParamsView(parse_params(PARAMS), frozenset({"ncut", "data.eval.demo", "backbone.name"}))
+    assert view.ncut.tau == 0.2 and view.backbone.name == PARAMS["backbone"]["name"]
+    assert view.backbone.workers == PARAMS["backbone"]["workers"]  # runtime: no effect on results
+    assert view.data.eval["demo"].root == "data/demo"
+    with pytest.raises(ParamsError, match="reads params key 'backbone.resolution' that it does not declare"):
+        view.backbone.resolution
+    with pytest.raises(ParamsError, match="reads params key 'loss.w_bce'"):
+        view.loss.w_bce
+
+
+@pytest.mark.parametrize("command", ["demo-data", "extract", "pseudo-masks", "train", "predict", "evaluate",
+                                     "report", "segment"])
+def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading_a_model(tmp_path, command):
+    """The backbone and head paths would fail to load; the params error comes first."""
+    bad = edited("ncut.solver", "lanczoss")
+    bad["backbone"]["name"] = str(tmp_path / "no-such-model")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    args = {"demo-data": ["--out", "o"], "extract": ["--split", "train", "--out", "o"],
+            "pseudo-masks": ["--features", ".", "--out", "o", "--metrics", "m", "--plot", "p"],
+            "train": ["--features", ".", "--pseudo", "params.yaml", "--out", "o", "--loss-csv", "l"],
+            "predict": ["--features", ".", "--head", "params.yaml", "--out", "o"],
+            "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p"],
+            "report": ["--metrics-dir", ".", "--predictions", ".", "--tables", "t", "--summary", "s", "--panels", "p"],
+            "segment": ["x.png", "--head", "nope.safetensors", "--out", "o"]}[command]
+    r = CliRunner().invoke(main, [command, "--params", str(tmp_path / "params.yaml"), *args])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        f"error: {tmp_path / 'params.yaml'}: ncut.solver = 'lanczoss': must be one of dense, lanczos"]
