@@ -15,7 +15,8 @@ from pipeline.store import FeatureStore
 from pipeline.train import PseudoLabelled, train_head
 
 
-@stage("train", reads=("pseudo.method", "head", "loss", "train"))
+@stage("train", reads=("pseudo.method", "head", "loss", "train.epochs", "train.lr", "train.weight_decay",
+                        "train.seed"))
 @click.option("--features", type=click.Path(exists=True, path_type=Path), required=True, help="Training store.")
 @click.option("--pseudo", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Head (.safetensors).")

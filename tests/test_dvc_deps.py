@@ -106,6 +106,28 @@ def test_params_are_the_keys_the_command_declares(name):
     assert set(STAGES[name].get("params", [])) == declared_reads(command, args)
 
 
+def test_no_stage_param_is_a_runtime_field():
+    """Workers, batch sizes, devices and chunk sizes change speed, not results: they must not rerun a stage."""
+    from pydantic import BaseModel
+
+    from pipeline.params import Params, is_runtime
+
+    def runtime_under(model: BaseModel, path: list[str]) -> list[str]:
+        if not path:
+            return [k for k in type(model).model_fields if is_runtime(model, k)] + [
+                f"{k}.{r}" for k, v in model if isinstance(v, BaseModel) for r in runtime_under(v, [])]
+        key, rest = path[0], path[1:]
+        if is_runtime(model, key):
+            return [key]
+        value = getattr(model, key) if isinstance(model, BaseModel) else model[key]
+        return runtime_under(value, rest) if isinstance(value, BaseModel) else []
+
+    params = Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    for name, stage in STAGES.items():
+        for key in stage.get("params", []):
+            assert runtime_under(params, key.split(".")) == [], (name, key)
+
+
 def test_extract_does_not_import_what_only_later_stages_run():
     extract = closure("stages.extract")
     assert not {"pipeline/features.py", "pipeline/ncut.py", "pipeline/head.py", "pipeline/metrics.py"} & extract

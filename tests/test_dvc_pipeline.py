@@ -104,11 +104,13 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
 def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
     """The README's multi-GPU line with 2 CPU processes (gloo): both ranks write shards, the head trains
     under DDP, evaluate and report finish."""
-    out = run(["dvc", "exp", "run", "-n", "torchrun", "-S",
+    out = run(["dvc", "exp", "run", "-n", "torchrun", "-S", "backbone.resolution=98", "-S",
                "launch='torchrun --standalone --nproc_per_node=2 --no-python'"], project)
-    # the stores come out byte-identical to the single-process ones, so pseudo_masks is not rerun
-    assert ran(out) == ALL_STAGES - {"demo_data", "pseudo_masks"}
+    assert ran(out) == ALL_STAGES - {"demo_data"}
+    # a new training store (7 x 7 grid): rank 0 writes shards 0 and 2, rank 1 shard 1; the evaluation
+    # store's settings did not change, so both ranks find it complete and resume with nothing to do
     assert "3 shards (2 written by rank 0)" in out and "3 shards (1 written by rank 1)" in out
+    assert FeatureStore(project / "data/features/train.zarr").grid == (7, 7)
     assert "on 2 process(es)" in out
     assert set(json.loads((project / "metrics/results.json").read_text())["demo"]) == {
         "cls", "kmeans", "ncut", "ncut_ipo", "head"}
