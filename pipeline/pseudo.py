@@ -1,5 +1,5 @@
 """Pseudo-masks of a feature store (Sec. 3.1-3.2), their quality against ground truth (Table 3), and
-the full-size maps of every method for evaluation."""
+the full-size maps of every bipartition method for evaluation."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,6 @@ import pandas as pd
 from pipeline import metrics
 from pipeline.bipartition import METHODS, all_methods
 from pipeline.datasets import load_mask
-from pipeline.head import predict_map
 from pipeline.maps import upsample
 from pipeline.params import IPOParams, NCutParams
 from pipeline.store import FeatureStore
@@ -68,11 +67,9 @@ def convergence(result: dict) -> pd.DataFrame:
                          "fg_fraction": result["fg_fraction"].mean(0), "flip_rate": result["flipped"].mean(0)})
 
 
-def saliency_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], head, ncut_p: NCutParams,
-                  ipo_p: IPOParams, kmeans_seed: int) -> dict[str, np.ndarray]:
-    """Full-size (H, W) float32 maps of every bipartition method and of the trained head, so one
-    table holds the whole ablation (Tables 3-4). Masks and head probabilities are upsampled alike."""
+def bipartition_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], ncut_p: NCutParams,
+                     ipo_p: IPOParams, kmeans_seed: int) -> dict[str, np.ndarray]:
+    """Full-size (H, W) float32 maps of every bipartition method (Tables 3-4), upsampled like the head's
+    probabilities (:func:`mask_map`), so one table holds the whole ablation."""
     b = all_methods(features, cls, ncut_p, ipo_p, kmeans_seed)
-    maps = {m: mask_map(b.masks[m], size) for m in METHODS}
-    maps["head"] = predict_map(head, features, size)
-    return maps
+    return {m: mask_map(b.masks[m], size) for m in METHODS}

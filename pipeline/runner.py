@@ -158,10 +158,10 @@ class Resume:
         output = Path(output)
         self.root = output.parent / f".{output.name}.partial"
         self.dir = self.root / key[:16]
-        if self.root.is_dir():
+        if self.root.is_dir():  # state of another configuration: never to be resumed
             for stale in self.root.iterdir():
                 if stale != self.dir:
-                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+                    shutil.rmtree(stale)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, uid: str) -> Path:

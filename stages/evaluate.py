@@ -46,7 +46,8 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path) 
         if missing:
             raise PipelineError(f"{missing[0]}: prediction missing (run the predict stage)")
         units.append(Unit(s.stem, (str(s.mask), [str(q) for q in paths])))
-    made_with = (predictions / STAMP).read_text() if (predictions / STAMP).is_file() else None
+    made_with = [(predictions / m / STAMP).read_text() if (predictions / m / STAMP).is_file() else None
+                 for m in MAP_METHODS]
     resume = Resume(metrics_path, fingerprint(made_with, units))
     per_image = run_units(ScoreWork(), units, resume, workers=p.evaluate.workers, desc=f"evaluate {name}")
     result = {"n_images": len(samples)}

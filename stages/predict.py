@@ -1,5 +1,6 @@
-"""Stage predict: evaluation feature store + head -> full-size uint8 PNG saliency maps of the head and
-of every bipartition baseline (data/predictions/<dataset>/<method>/<stem>.png)."""
+"""Stage predict: evaluation feature store -> full-size uint8 PNG saliency maps at each image's original
+size, ``<out>/<method>/<stem>.png``: either the trained head's (``--maps head``) or every bipartition
+baseline's (``--maps bipartitions``), two DVC stages so that a change of the head never recomputes NCut."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,51 +8,69 @@ from pathlib import Path
 
 import click
 
-from pipeline.head import load_head
+from pipeline.errors import PipelineError
+from pipeline.head import load_head, predict_map
 from pipeline.maps import save_png
-from pipeline.params import MAP_METHODS, IPOParams, NCutParams
-from pipeline.pseudo import saliency_maps
-from pipeline.runner import Resume, Work, chunked, claim_dir, file_digest, fingerprint, run_units, stage
+from pipeline.params import METHODS, IPOParams, NCutParams
+from pipeline.pseudo import bipartition_maps
+from pipeline.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, run_units,
+                             stage)
 from pipeline.store import FeatureStore
 
 
 @dataclass
 class PredictWork(Work):
     store_path: str
-    head_path: str
-    ncut: NCutParams
-    ipo: IPOParams
-    kmeans_seed: int
     out: str
+    head_path: str | None                           # head maps; else bipartition maps with:
+    bipartition: tuple[NCutParams, IPOParams, int] | None
 
     def open(self) -> None:
-        self.store, self.head = FeatureStore(self.store_path), load_head(self.head_path)
+        self.store = FeatureStore(self.store_path)
+        self.head = load_head(self.head_path) if self.head_path else None
         self.sizes = self.store.sizes()
 
     def __call__(self, indices: list[int]) -> int:
         for i in indices:
-            maps = saliency_maps(self.store.features(i), self.store.cls(i), self.sizes[i], self.head, self.ncut,
-                                 self.ipo, self.kmeans_seed)
-            for m in MAP_METHODS:
-                save_png(maps[m], Path(self.out) / m / f"{self.store.stems[i]}.png")
+            f, size, stem = self.store.features(i), self.sizes[i], self.store.stems[i]
+            maps = ({"head": predict_map(self.head, f, size)} if self.head else
+                    bipartition_maps(f, self.store.cls(i), size, *self.bipartition))
+            for m, prob in maps.items():
+                save_png(prob, Path(self.out) / m / f"{stem}.png")
         return len(indices)
 
 
-@stage("predict", reads=("ncut", "ipo", "pseudo.kmeans_seed"))
+def _reads(o: dict) -> list[str]:
+    return ["ncut", "ipo", "pseudo.kmeans_seed"] if o["maps"] == "bipartitions" else []
+
+
+@stage("predict", reads=_reads)
+@click.option("--maps", type=click.Choice(["head", "bipartitions"]), required=True,
+              help="The head's maps, or those of every bipartition method (CLS, k-means, NCut, NCut + IPO).")
 @click.option("--features", type=click.Path(exists=True, path_type=Path), required=True, help="Evaluation store.")
-@click.option("--head", "head_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Prediction directory.")
-def predict(p, features: Path, head_path: Path, out: Path) -> None:
+@click.option("--head", "head_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trained head (with --maps head).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Prediction directory of the set.")
+def predict(p, maps: str, features: Path, head_path: Path | None, out: Path) -> None:
     """Saliency maps at each image's original size (README "Method: inference"); resumable."""
     store = FeatureStore(features)
-    load_head(head_path)  # a bad head file fails here, with one line, before any work
-    work = PredictWork(str(features), str(head_path), p.ncut, p.ipo, p.pseudo.kmeans_seed, str(out))
+    if maps == "head":
+        if head_path is None:
+            raise PipelineError("predict --maps head needs --head")
+        load_head(head_path)  # a bad head file fails here, with one line, before any work
+        methods, key = ("head",), fingerprint(store.attrs["fingerprint"], file_digest(head_path))
+        work = PredictWork(str(features), str(out), str(head_path), None)
+    else:
+        bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed)
+        methods, key = METHODS, fingerprint(store.attrs["fingerprint"], *bip)
+        work = PredictWork(str(features), str(out), None, bip)
+    for folder in (out, *(out / m for m in methods)):  # every folder is checked before any is written
+        check_out_dir(folder)
+    claim_dir(out)  # the set's folder, shared by both predict stages: never emptied
+    for m in methods:
+        claim_dir(out / m, key)
     units = chunked(range(len(store)), p.predict.chunk_size)
-    key = fingerprint(work.ncut, work.ipo, work.kmeans_seed, store.attrs["fingerprint"], file_digest(head_path))
-    out = claim_dir(out, key)
-    for m in MAP_METHODS:
-        (out / m).mkdir(exist_ok=True)
-    resume = Resume(out, fingerprint(key, units))
-    run_units(work, units, resume, workers=p.predict.workers, desc=f"predict {out.name}")
+    resume = Resume(out / maps, fingerprint(key, units))
+    run_units(work, units, resume, workers=p.predict.workers, desc=f"predict {maps} {out.name}")
     resume.close()
-    click.echo(f"{out}: {len(store)} images x {len(MAP_METHODS)} methods")
+    click.echo(f"{out}: {len(store)} images x {', '.join(methods)}")

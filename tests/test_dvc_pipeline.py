@@ -47,8 +47,8 @@ def ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-ALL_STAGES = {"demo_data", "extract_train", "extract_eval@demo", "pseudo_masks", "train", "predict@demo",
-              "evaluate@demo", "report"}
+ALL_STAGES = {"demo_data", "extract_train", "extract_eval@demo", "pseudo_masks", "train", "predict_bipartitions@demo",
+              "predict_head@demo", "evaluate@demo", "report"}
 
 
 def test_repro_runs_every_stage_then_is_a_no_op(project):
@@ -70,13 +70,31 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
 def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     before = json.loads((project / "metrics/pseudo_masks.json").read_text())
     out = run(["dvc", "exp", "run", "-n", "iters1", "-S", "ipo.iters=1"], project)
-    assert ran(out) == {"pseudo_masks", "train", "predict@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"pseudo_masks", "train", "predict_bipartitions@demo", "predict_head@demo", "evaluate@demo",
+                        "report"}
     after = json.loads((project / "metrics/pseudo_masks.json").read_text())
     assert after["ncut"] == before["ncut"] and after["ncut_ipo"] != before["ncut_ipo"]
     shown = run(["dvc", "exp", "show", "--csv"], project)
     assert "baseline" in shown and "iters1" in shown
     diff = run(["dvc", "metrics", "diff", "baseline", "iters1", "--json"], project)
     assert "ncut_ipo" in diff
+
+
+def test_a_loss_change_reruns_the_head_never_the_pseudo_masks_or_the_baselines_maps(project):
+    status = run(["dvc", "status", "--json"], project)
+    assert json.loads(status[status.index("{"):]) == {}
+    params = project / "params.yaml"
+    original = params.read_text()
+    p = yaml.safe_load(original)
+    p["loss"]["w_con"] = 0.0
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    try:
+        status = run(["dvc", "status", "--json"], project)
+        assert set(json.loads(status[status.index("{"):])) == {"train"}
+        out = run(["dvc", "exp", "run", "-n", "no-con"], project)
+    finally:
+        params.write_text(original)
+    assert ran(out) == {"train", "predict_head@demo", "evaluate@demo", "report"}
 
 
 def test_changing_the_resolution_re_extracts_train_only(project):
@@ -97,7 +115,7 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
     # the stages that import pipeline/features.py, and not extract; evaluate and report follow when
     # predict's maps change (the ipo.iters test shows that chain), since they do not run this module
     changed = set(json.loads(status[status.index("{"):]))
-    assert changed == dry == {"pseudo_masks", "train", "predict@demo"}
+    assert changed == dry == {"pseudo_masks", "train", "predict_bipartitions@demo", "predict_head@demo"}
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
 
 
@@ -106,9 +124,10 @@ def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
     under DDP, evaluate and report finish."""
     out = run(["dvc", "exp", "run", "-n", "torchrun", "-S", "backbone.resolution=98", "-S",
                "launch='torchrun --standalone --nproc_per_node=2 --no-python'"], project)
-    assert ran(out) == ALL_STAGES - {"demo_data"}
     # a new training store (7 x 7 grid): rank 0 writes shards 0 and 2, rank 1 shard 1; the evaluation
-    # store's settings did not change, so both ranks find it complete and resume with nothing to do
+    # store's settings did not change, so both ranks find it complete (nothing to do), and the baselines'
+    # maps, which depend on that store only, are not recomputed
+    assert ran(out) == ALL_STAGES - {"demo_data", "predict_bipartitions@demo"}
     assert "3 shards (2 written by rank 0)" in out and "3 shards (1 written by rank 1)" in out
     assert FeatureStore(project / "data/features/train.zarr").grid == (7, 7)
     assert "on 2 process(es)" in out

@@ -110,7 +110,7 @@ def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading
     args = {"demo-data": ["--out", "o"], "extract": ["--split", "train", "--out", "o"],
             "pseudo-masks": ["--features", ".", "--out", "o", "--metrics", "m", "--plot", "p"],
             "train": ["--features", ".", "--pseudo", "params.yaml", "--out", "o", "--loss-csv", "l"],
-            "predict": ["--features", ".", "--head", "params.yaml", "--out", "o"],
+            "predict": ["--maps", "bipartitions", "--features", ".", "--out", "o"],
             "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p"],
             "report": ["--metrics-dir", ".", "--predictions", ".", "--tables", "t", "--summary", "s", "--panels", "p"],
             "segment": ["x.png", "--head", "nope.safetensors", "--out", "o"]}[command]

@@ -6,7 +6,7 @@ from PIL import Image
 
 from pipeline.bipartition import all_methods
 from pipeline.params import METHODS, IPOParams, NCutParams
-from pipeline.pseudo import convergence, mask_map, merge, pseudo_masks, quality, saliency_maps
+from pipeline.pseudo import bipartition_maps, convergence, mask_map, merge, pseudo_masks, quality
 
 
 class ToyStore:
@@ -69,10 +69,8 @@ def test_convergence_curve_is_the_mean_over_images_per_iteration():
     np.testing.assert_allclose(c["fg_fraction"], [0.3, 0.4, 0.4])
 
 
-def test_saliency_maps_are_full_size_and_binary_masks_are_upsampled_like_probabilities(store):
-    from pipeline.head import Head
-
-    maps = saliency_maps(store.features(0), store.cls(0), (24, 36), Head(8).eval(), NCutParams(), IPOParams(), 0)
-    assert set(maps) == {*METHODS, "head"} and all(m.shape == (24, 36) for m in maps.values())
+def test_bipartition_maps_are_full_size_and_upsampled_like_probabilities(store):
+    maps = bipartition_maps(store.features(0), store.cls(0), (24, 36), NCutParams(), IPOParams(), 0)
+    assert set(maps) == set(METHODS) and all(m.shape == (24, 36) for m in maps.values())
     np.testing.assert_array_equal(maps["ncut"], mask_map(store.items[0][1], (24, 36)))
     assert set(np.unique(mask_map(np.ones((2, 2), bool), (5, 5)))) == {1.0}

@@ -97,23 +97,25 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     assert len((root / "loss_a.csv").read_text().splitlines()) == 1 + 3 * 6
 
     out = root / "pred"
-    predict = ["predict", "--features", str(root / "train.zarr"), "--head", str(root / "head_a.safetensors"),
-               "--out", str(out)]
+    bipartitions = ["predict", "--maps", "bipartitions", "--features", str(root / "train.zarr"), "--out", str(out)]
     real, calls = stage.save_png, []
 
     def crash_on_fourth_image(prob, path):
         calls.append(Path(path))
-        if len(calls) == 3 * len(METHODS) + 1:
+        if len(calls) == 3 * 4 + 1:
             raise RuntimeError("killed")
         real(prob, path)
 
     monkeypatch.setattr(stage, "save_png", crash_on_fourth_image)
     with pytest.raises(RuntimeError, match="killed"):
-        cli(root, *predict)
+        cli(root, *bipartitions)
     monkeypatch.setattr(stage, "save_png", lambda prob, path: (calls.append(Path(path)), real(prob, path)))
     calls.clear()
-    cli(root, *predict)
+    cli(root, *bipartitions)
     assert sorted({c.stem for c in calls}) == ["im02", "im03", "im04", "im05"]  # unit [0, 1] was finished
+    assert not (out / "head").exists()
+    cli(root, "predict", "--maps", "head", "--features", str(root / "train.zarr"), "--head",
+        str(root / "head_a.safetensors"), "--out", str(out))
     for m in METHODS:
         assert len(list((out / m).glob("*.png"))) == 6
         assert Image.open(out / m / "im03.png").size == (70, 50)
@@ -160,7 +162,8 @@ def test_a_user_folder_passed_as_out_is_refused_and_survives(setup, tmp_path, co
     user = tmp_path / "mine"
     user.mkdir()
     (user / "thesis.txt").write_text("years of work")
-    args = {"predict": ["--features", str(root / "train.zarr"), "--head", str(root / "head_u.safetensors")],
+    args = {"predict": ["--maps", "head", "--features", str(root / "train.zarr"), "--head",
+                        str(root / "head_u.safetensors")],
             "extract": ["--split", "train"], "demo-data": [],
             "segment": [str(root / "ds/images/im00.jpg"), "--head", str(root / "head_u.safetensors")]}[command]
     r = cli(root, command, *args, "--out", str(user), code=2)
