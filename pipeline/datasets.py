@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.params import DatasetSpec, TrainData
+from pipeline.params import DatasetSpec, EvalSet, TrainData
 from pipeline.presets import PRESETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,6 +75,11 @@ def resolve(spec: DatasetSpec, base: Path | str = ".") -> list[Sample]:
         if stem not in images:
             raise DatasetError(f"{path}: mask has no image named {stem}.* in {images_dir}")
     return [Sample(s, images[s], masks[s]) for s in images]
+
+
+def eval_samples(spec: EvalSet) -> list[Sample]:
+    """The pairs of an evaluation set: the dataset's, or its first ``spec.first`` in stem order."""
+    return resolve(spec)[: spec.first]
 
 
 def training_set(t: TrainData) -> tuple[list[Sample], int]:

@@ -42,6 +42,7 @@ def _runtime(default, **kw):
 
 
 class DemoParams(Group):
+    write: list[Name] = ["demo"]   # demo sets data/<name> to generate (one demo_data stage each)
     n_images: int = Field(24, ge=1)
     seed: int = Field(0, ge=0)
 
@@ -63,6 +64,14 @@ class DatasetSpec(Group):
         return self
 
 
+class EvalSet(DatasetSpec):
+    """An evaluation set: a dataset, optionally its first ``first`` pairs (sorted stems) and its own input
+    resolution (default ``backbone.eval_resolution``): the same data at several resolutions are several sets."""
+
+    first: int | None = Field(None, ge=1)
+    resolution: int | None = Field(None, gt=0)
+
+
 class TrainData(Group):
     dataset: DatasetSpec
     sample_size: int = Field(1000, ge=1)     # paper Sec. 4.1: 1000 random DUTS-TR images
@@ -71,7 +80,7 @@ class TrainData(Group):
 
 class DataParams(Group):
     train: TrainData
-    eval: dict[Name, DatasetSpec] = Field(min_length=1)
+    eval: dict[Name, EvalSet] = Field(min_length=1)
 
 
 class BackboneParams(Group):
@@ -179,6 +188,16 @@ class Params(Group):
     predict: PredictParams = PredictParams()
     evaluate: EvaluateParams = EvaluateParams()
 
+    @model_validator(mode="after")
+    def _demo_sets_are_the_ones_used(self):
+        """The demo stage runs exactly when a dataset is a demo set (data/<name> of ``demo.write``)."""
+        used = {Path(s.root).name for s in (self.data.train.dataset, *self.data.eval.values())
+                if Path(s.root).parent == Path("data")}
+        if set(self.demo.write) != used:
+            raise ValueError(f"demo.write is {sorted(self.demo.write)} but the datasets use "
+                             f"{sorted(f'data/{u}' for u in used) or 'no demo set'}: set demo.write: {sorted(used)}")
+        return self
+
 
 # ---------------------------------------------------------------------------------------------------
 # Loading with one-line errors
@@ -238,7 +257,7 @@ def _describe(error: dict) -> str:
         return f"{_dotted(loc)}: missing key"
     where = _dotted(loc) or "(top level)"
     if error["type"] == "value_error":  # a rule across keys of one group (model validators above)
-        return f"{where}: {_allowed(error)}"
+        return f"{where}: {_allowed(error)}" if loc else _allowed(error)
     return f"{where} = {error['input']!r}: {_allowed(error)}"
 
 

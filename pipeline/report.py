@@ -1,9 +1,12 @@
-"""Result tables (paper columns, conventions named apart) and qualitative panels."""
+"""Result tables (paper columns, conventions named apart), the resolution study, figures that need no
+network (matplotlib PNGs) and labelled qualitative panels like the paper's Fig. 4."""
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 # metric key -> column title; F_max conventions (README "Metric conventions") are never merged into one column
 SOD_COLUMNS = {"fmax_image": "F_max (B, per-image)", "fmax_dataset": "F_max (A, dataset)", "iou": "IoU",
@@ -29,26 +32,127 @@ def to_markdown(table: pd.DataFrame) -> str:
     """SOD columns as percentages (as the paper's Table 1), COD columns as fractions (Table 2)."""
     shown = table.copy()
     for c in SOD_COLUMNS.values():
-        shown[c] = 100 * shown[c]
+        if c in shown:
+            shown[c] = 100 * shown[c]
     return shown.to_markdown(floatfmt=".3f") + "\n"
 
 
-def _tile(im: Image.Image, height: int) -> Image.Image:
-    w = max(1, round(im.width * height / im.height))
-    return im.convert("RGB").resize((w, height), Image.BILINEAR)
+def resolution_table(results: dict[str, dict], data: dict[str, str], resolutions: dict[str, int]) -> pd.DataFrame:
+    """The resolution study (Sec. 4.4): evaluation sets holding the same ``data`` (a description of the
+    pairs) at two or more resolutions, as rows (data, resolution, method) with the SOD columns."""
+    groups: dict[str, list[str]] = {}
+    for name in results:
+        groups.setdefault(data[name], []).append(name)
+    rows = [{"data": d, "resolution": resolutions[n], "method": METHOD_NAMES[m],
+             **{c: results[n][m][k] for k, c in SOD_COLUMNS.items()}}
+            for d, names in groups.items() if len({resolutions[n] for n in names}) > 1
+            for n in sorted(names, key=resolutions.get) for m in METHOD_NAMES if m in results[n]]
+    columns = ["data", "resolution", "method", *SOD_COLUMNS.values()]
+    return pd.DataFrame(rows, columns=columns).set_index(["data", "resolution", "method"])
 
 
-def panel(rows: list[list[Image.Image]], height: int = 128, gap: int = 4) -> Image.Image:
-    """Grid of images (one row per example, e.g. image | GT | NCut | NCut+IPO | head), white gaps."""
-    tiles = [[_tile(im, height) for im in row] for row in rows]
-    width = max(sum(t.width for t in row) + gap * (len(row) - 1) for row in tiles)
-    canvas = Image.new("RGB", (width, len(tiles) * (height + gap) - gap), "white")
-    for r, row in enumerate(tiles):
-        x = 0
-        for t in row:
-            canvas.paste(t, (x, r * (height + gap)))
-            x += t.width + gap
+# ---------------------------------------------------------------------------------------------------
+# Figures (PNG: visible without network, unlike the Vega charts of `dvc plots show`)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _axes(title: str, xlabel: str, ylabel: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def pr_figure(curves: dict[str, pd.DataFrame], title: str) -> bytes:
+    """One chart of every method's PR curve (mean over images, t = k/255), F_max (A) marked."""
+    fig, ax = _axes(title, "recall", "precision")
+    for method, c in curves.items():
+        best = c["f_a"].idxmax()
+        line, = ax.plot(c["recall"], c["precision"], label=f"{METHOD_NAMES.get(method, method)} "
+                                                           f"(F_max A {100 * c['f_a'][best]:.1f})")
+        ax.plot(c["recall"][best], c["precision"][best], "o", color=line.get_color())
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    return _png(fig)
+
+
+def line_figure(table: pd.DataFrame, x: str, ys: list[str], title: str, ylabel: str, smooth: int = 1) -> bytes:
+    """``ys`` columns of ``table`` against ``x``; ``smooth`` > 1 adds a running mean (training loss)."""
+    fig, ax = _axes(title, x, ylabel)
+    for y in ys:
+        if smooth > 1:
+            ax.plot(table[x], table[y], alpha=0.25)
+            ax.plot(table[x], table[y].rolling(smooth, min_periods=1).mean(), label=f"{y} (running mean {smooth})")
+        else:
+            ax.plot(table[x], table[y], marker="o", label=y)
+    ax.legend()
+    return _png(fig)
+
+
+def resolution_figure(table: pd.DataFrame, data: str) -> bytes:
+    """F_max (B) and IoU against the input resolution, one line per method (the Sec. 4.4 claim: the head
+    gains with resolution while NCut does not)."""
+    fig, ax = _axes(f"{data}: resolution study", "input resolution (px)", "score (%)")
+    t = table.loc[data].reset_index()
+    for method, rows in t.groupby("method", sort=False):
+        for col, style in (("F_max (B, per-image)", "-o"), ("IoU", "--s")):
+            ax.plot(rows["resolution"], 100 * rows[col], style, label=f"{method}: {col.split(' (')[0]}")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Panels
+
+
+def _fit(im: Image.Image, cell: int) -> Image.Image:
+    """``im`` scaled to fit a cell x cell square, centred on white (uniform cells for any aspect ratio)."""
+    im = im.convert("RGB")
+    scale = cell / max(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+    out = Image.new("RGB", (cell, cell), "white")
+    out.paste(im, ((cell - im.width) // 2, (cell - im.height) // 2))
+    return out
+
+
+def panel(rows: list[list[Image.Image]], columns: list[str], row_labels: list[str], cell: int = 160,
+          gap: int = 4) -> Image.Image:
+    """A grid of uniform cells with a header naming each column and a label on each row (paper Fig. 4)."""
+    font = ImageFont.load_default()
+    label_w, head_h = 120, 20
+    width = label_w + len(columns) * (cell + gap)
+    canvas = Image.new("RGB", (width, head_h + len(rows) * (cell + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(columns):
+        draw.text((label_w + c * (cell + gap) + 4, 4), title, fill="black", font=font)
+    for r, (row, label) in enumerate(zip(rows, row_labels)):
+        y = head_h + r * (cell + gap)
+        for k, line in enumerate(label.split("\n")):
+            draw.text((4, y + cell // 2 - 12 + 12 * k), line, fill="black", font=font)
+        for c, im in enumerate(row):
+            canvas.paste(_fit(im, cell), (label_w + c * (cell + gap), y))
     return canvas
+
+
+def pick_examples(scores: pd.Series, n: int) -> list[tuple[str, str]]:
+    """(stem, "success" | "failure"): the n best and n worst images by ``scores`` (ties: by stem)."""
+    order = scores.sort_index().sort_values(ascending=False, kind="stable")
+    best = list(order.index[:n])
+    worst = [s for s in order.index[::-1][:n] if s not in best]
+    return [(s, "success") for s in best] + [(s, "failure") for s in worst]
 
 
 def mask_image(mask: np.ndarray) -> Image.Image:

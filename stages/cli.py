@@ -1,4 +1,5 @@
-"""The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images.
+"""The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images and
+``configure`` to write params.yaml from presets.
 
 Subcommands are imported on use, so a stage runs (and DVC tracks) only its own modules."""
 import importlib
@@ -14,6 +15,7 @@ COMMANDS = {
     "evaluate": "stages.evaluate:evaluate",
     "report": "stages.report:report",
     "segment": "stages.segment:segment",
+    "configure": "stages.configure:configure",
 }
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from pipeline import datasets, metrics
@@ -34,9 +35,11 @@ class ScoreWork(Work):
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), required=True, help="Metrics JSON.")
 @click.option("--pr", "pr_dir", type=click.Path(path_type=Path), required=True, help="PR curves (one CSV per method).")
-def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path) -> None:
+@click.option("--per-image", type=click.Path(path_type=Path), required=True,
+              help="CSV of every image's IoU and F_max (B) per method.")
+def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, per_image: Path) -> None:
     """F_max (conventions A and B), IoU, Acc and the PySODMetrics COD metrics per method; resumable."""
-    samples = [s for s in datasets.resolve(p.data.eval[name]) if s.mask is not None]
+    samples = [s for s in datasets.eval_samples(p.data.eval[name]) if s.mask is not None]
     if not samples:
         raise PipelineError(f"evaluation set {name!r} has no ground-truth masks to evaluate against")
     units = []
@@ -49,12 +52,15 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path) 
     made_with = [(predictions / m / STAMP).read_text() if (predictions / m / STAMP).is_file() else None
                  for m in MAP_METHODS]
     resume = Resume(metrics_path, fingerprint(made_with, units))
-    per_image = run_units(ScoreWork(), units, resume, workers=p.evaluate.workers, desc=f"evaluate {name}")
-    result = {"n_images": len(samples)}
+    scored = run_units(ScoreWork(), units, resume, workers=p.evaluate.workers, desc=f"evaluate {name}")
+    result, table = {"n_images": len(samples)}, {"stem": [s.stem for s in samples]}
     for k, m in enumerate(MAP_METHODS):
-        scores = [s[k] for s in per_image]
+        scores = [s[k] for s in scored]
+        table[f"{m}_iou"] = [s["iou"] for s in scores]
+        table[f"{m}_fmax_image"] = [float(s["f_b"].max()) for s in scores]
         result[m] = metrics.aggregate(scores)
         atomic_write(pr_dir / f"{m}.csv", lambda f, c=metrics.pr_curve(scores): c.to_csv(f, index=False))
     write_json(metrics_path, result)
+    atomic_write(per_image, lambda f: pd.DataFrame(table).to_csv(f, index=False, float_format="%.6f"))
     resume.close()
     click.echo(f"{name}: " + ", ".join(f"{m} F_max(B) {result[m]['fmax_image']:.3f}" for m in MAP_METHODS))

@@ -35,7 +35,8 @@ def extract(p, split: str, name: str | None, out: Path) -> None:
     else:
         if not name:
             raise PipelineError("extract --split eval needs --name (a key of data.eval)")
-        samples, resolution = datasets.resolve(p.data.eval[name]), b.eval_resolution
+        spec = p.data.eval[name]
+        samples, resolution = datasets.eval_samples(spec), spec.resolution or b.eval_resolution
     check_store_path(out)
     info = backbone_info(b.name)
     info.grid(resolution)

@@ -36,7 +36,10 @@ def write_params():
                 base["data"]["train"]["dataset"] = {}
         if "eval" in updates.get("data", {}):
             base["data"]["eval"] = {}
-        path.write_text(yaml.safe_dump(_merge(base, updates), sort_keys=False))
+        p = _merge(base, updates)
+        specs = [p["data"]["train"]["dataset"], *p["data"]["eval"].values()]
+        p["demo"]["write"] = sorted({Path(s["root"]).name for s in specs if Path(s["root"]).parent == Path("data")})
+        path.write_text(yaml.safe_dump(p, sort_keys=False))
         return path
     return write
 

@@ -58,12 +58,14 @@ def closure(module: str) -> set[str]:
 
 
 def expand(name: str, stage: dict) -> list[tuple[str, dict]]:
-    """A foreach stage as one stage per key of the first params.yaml data.eval (${key} substituted)."""
+    """A foreach stage as one stage per key (or item) of its params.yaml collection, ${key}/${item} substituted."""
     if "foreach" not in stage:
         return [(name, stage)]
     text = yaml.safe_dump(stage["do"])
-    keys = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["eval"]
-    return [(f"{name}@{k}", yaml.safe_load(text.replace("${key}", k))) for k in keys]
+    keys = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for part in stage["foreach"].strip("${}").split("."):
+        keys = keys[part]
+    return [(f"{name}@{k}", yaml.safe_load(text.replace("${key}", k).replace("${item}", k))) for k in keys]
 
 
 STAGES = dict(s for name, stage in PIPELINE.items() for s in expand(name, stage))

@@ -47,7 +47,7 @@ def ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-ALL_STAGES = {"demo_data", "extract_train", "extract_eval@demo", "pseudo_masks", "train", "predict_bipartitions@demo",
+ALL_STAGES = {"demo_data@demo", "extract_train", "extract_eval@demo", "pseudo_masks", "train", "predict_bipartitions@demo",
               "predict_head@demo", "evaluate@demo", "report"}
 
 
@@ -60,6 +60,7 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     assert set(results["demo"]) == {"cls", "kmeans", "ncut", "ncut_ipo", "head"}
     assert "| ('demo', 'NCut + IPO')" in (project / "tables/results.md").read_text()
     for f in ["plots/ipo_convergence.csv", "plots/train_loss.csv", "plots/pr/demo/head.csv", "plots/panels/demo.png",
+              "plots/figures/pr_demo.png", "plots/figures/ipo_convergence.png", "plots/figures/train_loss.png",
               "models/head.safetensors", "data/predictions/demo/head"]:
         assert (project / f).exists(), f
     again = run(["dvc", "repro"], project)
@@ -127,7 +128,7 @@ def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
     # a new training store (7 x 7 grid): rank 0 writes shards 0 and 2, rank 1 shard 1; the evaluation
     # store's settings did not change, so both ranks find it complete (nothing to do), and the baselines'
     # maps, which depend on that store only, are not recomputed
-    assert ran(out) == ALL_STAGES - {"demo_data", "predict_bipartitions@demo"}
+    assert ran(out) == ALL_STAGES - {"demo_data@demo", "predict_bipartitions@demo"}
     assert "3 shards (2 written by rank 0)" in out and "3 shards (1 written by rank 1)" in out
     assert FeatureStore(project / "data/features/train.zarr").grid == (7, 7)
     assert "on 2 process(es)" in out

@@ -7,18 +7,48 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from pipeline.configure import available, compose
 from pipeline.params import METHODS, ParamsError, ParamsView, load_params, parse_params
 from pipeline.presets import PRESETS
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-PAPER = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
+PAPER = compose(CONFIGS, ["backbone/dinov3-vit7b16", "data/paper", "scale/paper"])[0]
+BACKBONES = [p for p in available(CONFIGS) if p.startswith("backbone/")]
+DATA = [["data/demo"], ["data/duts-te"], ["data/duts-te", "data/duts-te-resolution"], ["data/paper"]]
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("configs/*.yaml")) + [ROOT / "params.yaml"], ids=lambda p: p.name)
-def test_every_params_file_of_the_project_is_valid(path):
-    load_params(path)
+def test_params_yaml_is_the_default_composition_of_the_presets():
+    load_params(ROOT / "params.yaml")
+    assert compose(CONFIGS, ["backbone/dinov2-small", "data/demo"])[0] == PARAMS
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("data", DATA, ids=lambda d: "+".join(d))
+def test_every_composition_of_presets_is_valid(backbone, data):
+    _, p = compose(CONFIGS, [backbone, *data, "scale/paper"], datasets="/data/sets")
+    assert p.launch.startswith("torchrun") and p.backbone.name == yaml.safe_load(
+        (CONFIGS / f"{backbone}.yaml").read_text())["backbone"]["name"]
+    real = data != ["data/demo"]
+    assert p.demo.write == ([] if real else ["demo"])  # no demo stage when every dataset is real
+    assert all(s.root.startswith("/data/sets/") for s in p.data.eval.values()) == real
+
+
+def test_configure_writes_params_and_refuses_unknown_presets(tmp_path):
+    r = CliRunner().invoke(main, ["configure", "backbone/standin", "data/duts-te", "data/duts-te-resolution",
+                                  "--configs", str(CONFIGS), "--datasets", "../shared/datasets",
+                                  "--out", str(tmp_path / "p.yaml")])
+    assert r.exit_code == 0, r.output
+    p = load_params(tmp_path / "p.yaml")
+    assert set(p.data.eval) == {"DUTS-TE", "DUTS-TE-200-448", "DUTS-TE-200-756", "DUTS-TE-200-1274"}
+    assert p.data.eval["DUTS-TE-200-1274"].resolution == 1274 and p.data.eval["DUTS-TE-200-1274"].first == 200
+    assert p.data.train.dataset.root == "../shared/datasets/DUTS-TR"
+    r = CliRunner().invoke(main, ["configure", "backbone/dinov4", "--configs", str(CONFIGS),
+                                  "--out", str(tmp_path / "q.yaml")])
+    assert r.exit_code == 2 and "backbone/dinov4.yaml: no such preset (known: backbone/dinov2-small" in r.output
+    assert not (tmp_path / "q.yaml").exists()
 
 
 def test_paper_config_is_the_papers_setup():
@@ -83,6 +113,8 @@ def test_bad_values_give_one_line_naming_key_value_and_what_is_allowed(path, val
 def test_every_key_must_be_spelled_out_and_all_loss_weights_zero_is_refused():
     with pytest.raises(ParamsError, match=r"^params.yaml: ncut.degenerate_tol: missing key"):
         parse_params(edited("ncut.degenerate_tol", delete=True))
+    with pytest.raises(ParamsError, match=r"demo.write is \[\] but the datasets use \['data/demo'\]"):
+        parse_params(edited("demo.write", []))
     zero = edited("loss", dict(PARAMS["loss"], w_bce=0, w_dice=0, w_con=0))
     with pytest.raises(ParamsError, match="nothing to train on"):
         parse_params(zero)
@@ -111,8 +143,10 @@ def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading
             "pseudo-masks": ["--features", ".", "--out", "o", "--metrics", "m", "--plot", "p"],
             "train": ["--features", ".", "--pseudo", "params.yaml", "--out", "o", "--loss-csv", "l"],
             "predict": ["--maps", "bipartitions", "--features", ".", "--out", "o"],
-            "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p"],
-            "report": ["--metrics-dir", ".", "--predictions", ".", "--tables", "t", "--summary", "s", "--panels", "p"],
+            "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p", "--per-image", "i"],
+            "report": ["--metrics-dir", ".", "--predictions", ".", "--pr-dir", ".", "--ipo-csv", "params.yaml",
+                       "--loss-csv", "params.yaml", "--tables", "t", "--summary", "s", "--resolution-csv", "r",
+                       "--figures", "f", "--panels", "p"],
             "segment": ["x.png", "--head", "nope.safetensors", "--out", "o"]}[command]
     r = CliRunner().invoke(main, [command, "--params", str(tmp_path / "params.yaml"), *args])
     assert r.exit_code == 2

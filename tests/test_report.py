@@ -1,8 +1,12 @@
 """Result tables (conventions in their own columns, SOD as percentages) and qualitative panels."""
+import io
+
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-from pipeline.report import COD_COLUMNS, SOD_COLUMNS, mask_image, panel, results_table, to_markdown
+from pipeline.report import (COD_COLUMNS, SOD_COLUMNS, line_figure, mask_image, panel, pick_examples, pr_figure,
+                             resolution_figure, resolution_table, results_table, to_markdown)
 
 
 def scores(value: float) -> dict:
@@ -26,13 +30,45 @@ def test_markdown_shows_sod_columns_as_percentages_and_cod_as_fractions():
     assert cells[1:5] == ["85.120"] * 4 and cells[5:] == ["0.851"] * len(COD_COLUMNS)
 
 
-def test_panel_tiles_rows_at_one_height_with_gaps():
-    red = Image.new("RGB", (20, 10), (255, 0, 0))
+def test_panel_has_uniform_cells_a_header_and_row_labels():
+    wide, tall = Image.new("RGB", (40, 20), (255, 0, 0)), Image.new("RGB", (10, 40), (0, 0, 255))
     mask = mask_image(np.array([[True, False]]))
     assert np.asarray(mask).tolist() == [[255, 0]]
-    out = panel([[red, mask], [red]], height=16, gap=2)
-    assert out.size == (32 + 2 + 32, 16 + 2 + 16)  # 20x10 -> 32x16, 2x1 -> 32x16
-    px = np.asarray(out)
-    assert px[0, 0].tolist() == [255, 0, 0] and px[0, 33].tolist() == [255, 255, 255]  # tile, gap
-    assert px[0, 34].tolist() == [255, 255, 255] and px[0, 65].tolist() == [0, 0, 0]  # mask: white, black
-    assert px[20, 40].tolist() == [255, 255, 255]  # the short second row is padded white
+    out = panel([[wide, tall], [mask, wide]], ["image", "map"], ["success\nim01", "failure\nim02"], cell=40, gap=4)
+    assert out.size == (120 + 2 * 44, 20 + 2 * 44)
+    px = np.asarray(out).astype(int)
+    assert px[20 + 20, 120 + 20].tolist() == [255, 0, 0]        # wide image fills its cell's width ...
+    assert px[20 + 2, 120 + 20].tolist() == [255, 255, 255]     # ... centred, white above
+    assert px[20 + 20, 164 + 20].tolist() == [0, 0, 255]        # tall image centred in the next cell
+    assert px[20 + 20, 164 + 2].tolist() == [255, 255, 255]
+    assert (px[:18, 120:160] < 128).any() and (px[20:60, :100] < 128).any()  # header and row label drawn
+
+
+def test_examples_are_the_best_and_worst_by_score_without_repeats():
+    s = pd.Series({"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.9})
+    assert pick_examples(s, 1) == [("a", "success"), ("b", "failure")]
+    assert pick_examples(s, 2) == [("a", "success"), ("d", "success"), ("b", "failure"), ("c", "failure")]
+    assert pick_examples(pd.Series({"a": 1.0}), 2) == [("a", "success")]
+
+
+def test_resolution_table_groups_the_same_data_at_several_resolutions():
+    results = {f"r{r}": {"head": scores(r / 1000), "ncut": scores(1 - r / 1000)} for r in (448, 756)}
+    results["other"] = {"head": scores(0.5)}
+    data = {"r448": "DUTS-TE, first 200", "r756": "DUTS-TE, first 200", "other": "ECSSD"}
+    table = resolution_table(results, data, {"r448": 448, "r756": 756, "other": 756})
+    assert list(table.index) == [("DUTS-TE, first 200", 448, "NCut"), ("DUTS-TE, first 200", 448, "Selfment head"),
+                                 ("DUTS-TE, first 200", 756, "NCut"), ("DUTS-TE, first 200", 756, "Selfment head")]
+    assert table.loc[("DUTS-TE, first 200", 756, "Selfment head"), "IoU"] == 0.756
+    assert resolution_table({"other": results["other"]}, data, {"other": 756}).empty
+
+
+def test_figures_are_png_images():
+    curve = pd.DataFrame({"recall": [1.0, 0.5, 0.0], "precision": [0.3, 0.8, 0.0], "f_a": [0.4, 0.7, 0.0]})
+    results = {f"r{r}": {"head": scores(r / 1000)} for r in (448, 756)}
+    res = resolution_table(results, {"r448": "d", "r756": "d"}, {"r448": 448, "r756": 756})
+    for png in (pr_figure({"head": curve, "ncut": curve}, "t"), resolution_figure(res, "d"),
+                line_figure(pd.DataFrame({"step": range(10), "loss": np.linspace(1, 0, 10)}), "step", ["loss"],
+                            "t", "loss", smooth=3)):
+        im = Image.open(io.BytesIO(png))
+        assert im.format == "PNG" and im.size == (600, 450)
+        assert len(np.unique(np.asarray(im.convert("L")))) > 10  # something is drawn

@@ -3,6 +3,7 @@ results equal the library's, interrupted runs resume, cheap checks come first, u
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -124,11 +125,16 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     np.testing.assert_array_equal(np.asarray(Image.open(out / "head" / "im01.png")), np.round(ref * 255))
 
     cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
-        "--pr", str(root / "pr"))
-    assert set(yaml.safe_load((root / "e.json").read_text())["head"]) >= {"fmax_image", "fmax_dataset", "sm", "mae"}
+        "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"))
+    result = yaml.safe_load((root / "e.json").read_text())
+    assert set(result["head"]) >= {"fmax_image", "fmax_dataset", "sm", "mae"}
+    per_image = pd.read_csv(root / "e.csv", index_col="stem")
+    assert list(per_image.index) == [f"im{i:02d}" for i in range(6)]
+    assert per_image["head_iou"].mean() == pytest.approx(result["head"]["iou"], abs=1e-6)
+    assert per_image["ncut_fmax_image"].mean() == pytest.approx(result["ncut"]["fmax_image"], abs=1e-6)
     (out / "ncut" / "im02.png").unlink()
     r = cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
-            "--pr", str(root / "pr"), code=2)
+            "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"), code=2)
     assert "im02.png: prediction missing" in r.output and len(r.output.strip().splitlines()) == 1
 
 
