@@ -68,6 +68,23 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
 
 
+def test_every_declared_plot_renders_and_the_figures_need_no_network(project):
+    """`dvc plots show`: each PNG figure and panel is an image on the page (drawn without network), each
+    CSV plot has data; the PR figure of the set holds every method."""
+    from PIL import Image
+
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).splitlines()[-1])
+    assert not shown.get("errors")
+    images = {k: v[0]["url"] for k, v in shown["data"].items() if v[0]["type"] == "image"}
+    assert set(images) >= {"plots/figures/pr_demo.png", "plots/figures/ipo_convergence.png",
+                           "plots/figures/train_loss.png", "plots/panels/demo.png"}
+    for url in images.values():
+        im = Image.open(url).convert("L")
+        assert im.width > 300 and len(set(im.getdata())) > 10  # a drawing, not a blank canvas
+    vega = {k for k, v in shown["data"].items() if v[0]["type"] == "vega" and v[0]["content"]["data"]["values"]}
+    assert vega >= {"plots/ipo_convergence.csv", "plots/train_loss.csv", "plots/pr/demo/head.csv"}
+
+
 def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     before = json.loads((project / "metrics/pseudo_masks.json").read_text())
     out = run(["dvc", "exp", "run", "-n", "iters1", "-S", "ipo.iters=1"], project)
