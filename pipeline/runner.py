@@ -57,6 +57,10 @@ def file_digest(path: Path | str) -> str:
 # Commands
 
 
+def _declared(reads, options: dict) -> frozenset[str]:
+    return frozenset(reads(options) if callable(reads) else (r.format(**options) for r in reads))
+
+
 def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()):
     """Decorator: a click command ``name`` whose function gets ``(params_view, **options)``.
 
@@ -68,8 +72,7 @@ def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()
         @functools.wraps(fn)
         def command(params_path: Path, **options):
             try:
-                declared = frozenset(reads(options) if callable(reads) else (r.format(**options) for r in reads))
-                return fn(ParamsView(load_params(params_path), declared), **options)
+                return fn(ParamsView(load_params(params_path), _declared(reads, options)), **options)
             except PipelineError as exc:
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(2)
@@ -87,9 +90,7 @@ def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()
 def declared_reads(command: click.Command, args: list[str]) -> set[str]:
     """The params keys ``command`` declares when invoked with ``args`` (without running it)."""
     ctx = command.make_context(command.name, list(args), resilient_parsing=True)
-    opts = {k: v for k, v in ctx.params.items() if k != "params_path"}
-    reads = command.reads
-    return set(reads(opts) if callable(reads) else (r.format(**opts) for r in reads))
+    return set(_declared(command.reads, {k: v for k, v in ctx.params.items() if k != "params_path"}))
 
 
 class Dist:
