@@ -124,13 +124,13 @@ class Dist:
 # Outputs
 
 
-def check_out_dir(path: Path | str) -> Path:
-    """Raise unless ``path`` is absent, an empty folder, or a folder this project made (cheap; run it
-    before any long work)."""
+def check_out_dir(path: Path | str, allow: frozenset[str] = frozenset()) -> Path:
+    """Raise unless ``path`` is absent, a folder this project made, or a folder holding nothing but
+    entries named in ``allow`` (cheap; run it before any long work)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PipelineError(f"{path}: exists and is not a folder; choose another output path")
-    if path.is_dir() and not (path / STAMP).is_file() and any(path.iterdir()):
+    if path.is_dir() and not (path / STAMP).is_file() and {p.name for p in path.iterdir()} - allow:
         raise PipelineError(f"{path}: folder exists and was not made by selfment; nothing was changed "
                             f"(move it away or choose another output path)")
     return path

@@ -11,7 +11,7 @@ import click
 from pipeline.errors import PipelineError
 from pipeline.head import load_head, predict_map
 from pipeline.maps import save_png
-from pipeline.params import METHODS, IPOParams, NCutParams
+from pipeline.params import MAP_METHODS, METHODS, IPOParams, NCutParams
 from pipeline.pseudo import bipartition_maps
 from pipeline.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, run_units,
                              stage)
@@ -64,9 +64,10 @@ def predict(p, maps: str, features: Path, head_path: Path | None, out: Path) -> 
         bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed)
         methods, key = METHODS, fingerprint(store.attrs["fingerprint"], *bip)
         work = PredictWork(str(features), str(out), None, bip)
-    for folder in (out, *(out / m for m in methods)):  # every folder is checked before any is written
-        check_out_dir(folder)
-    claim_dir(out)  # the set's folder, shared by both predict stages: never emptied
+    # the set's folder holds both predict stages' method folders (DVC outputs) and nothing else
+    check_out_dir(out, allow=frozenset({*MAP_METHODS, ".head.partial", ".bipartitions.partial"}))
+    for m in methods:  # every folder is checked before any is written
+        check_out_dir(out / m)
     for m in methods:
         claim_dir(out / m, key)
     units = chunked(range(len(store)), p.predict.chunk_size)

@@ -3,7 +3,7 @@ user's, and command options that survive torchrun's argument parser."""
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.runner import STAMP, Resume, Unit, Work, chunked, claim_dir, run_units
+from pipeline.runner import STAMP, Resume, Unit, Work, check_out_dir, chunked, claim_dir, run_units
 from stages.cli import main
 
 
@@ -65,6 +65,7 @@ def test_claim_dir_never_removes_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(PipelineError, match="was not made by selfment; nothing was changed"):
         claim_dir(user, "k")
     assert [p.name for p in user.iterdir()] == ["thesis.txt"]
+    assert check_out_dir(user, allow=frozenset({"thesis.txt"})) == user  # only expected entries: accepted
     (tmp_path / "file").write_text("x")
     with pytest.raises(PipelineError, match="is not a folder"):
         claim_dir(tmp_path / "file", "k")
