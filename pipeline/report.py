@@ -148,11 +148,11 @@ def panel(rows: list[list[Image.Image]], columns: list[str], row_labels: list[st
 
 
 def pick_examples(scores: pd.Series, n: int) -> list[tuple[str, str]]:
-    """(stem, "success" | "failure"): the n best and n worst images by ``scores`` (ties: by stem)."""
+    """(stem, "best" | "worst"): the n best and n worst images by ``scores`` (ties: by stem)."""
     order = scores.sort_index().sort_values(ascending=False, kind="stable")
     best = list(order.index[:n])
     worst = [s for s in order.index[::-1][:n] if s not in best]
-    return [(s, "success") for s in best] + [(s, "failure") for s in worst]
+    return [(s, "best") for s in best] + [(s, "worst") for s in worst]
 
 
 def mask_image(mask: np.ndarray) -> Image.Image:

@@ -46,9 +46,9 @@ def test_panel_has_uniform_cells_a_header_and_row_labels():
 
 def test_examples_are_the_best_and_worst_by_score_without_repeats():
     s = pd.Series({"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.9})
-    assert pick_examples(s, 1) == [("a", "success"), ("b", "failure")]
-    assert pick_examples(s, 2) == [("a", "success"), ("d", "success"), ("b", "failure"), ("c", "failure")]
-    assert pick_examples(pd.Series({"a": 1.0}), 2) == [("a", "success")]
+    assert pick_examples(s, 1) == [("a", "best"), ("b", "worst")]
+    assert pick_examples(s, 2) == [("a", "best"), ("d", "best"), ("b", "worst"), ("c", "worst")]
+    assert pick_examples(pd.Series({"a": 1.0}), 2) == [("a", "best")]
 
 
 def test_resolution_table_groups_the_same_data_at_several_resolutions():
