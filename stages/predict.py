@@ -64,8 +64,8 @@ def predict(p, maps: str, features: Path, head_path: Path | None, out: Path) -> 
         bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed)
         methods, key = METHODS, fingerprint(store.attrs["fingerprint"], *bip)
         work = PredictWork(str(features), str(out), None, bip)
-    # the set's folder holds both predict stages' method folders (DVC outputs) and nothing else
-    check_out_dir(out, allow=frozenset({*MAP_METHODS, ".head.partial", ".bipartitions.partial"}))
+    # the set's folder holds both predict stages' method folders (DVC outputs, listed in DVC's .gitignore)
+    check_out_dir(out, allow=frozenset({*MAP_METHODS, ".head.partial", ".bipartitions.partial", ".gitignore"}))
     for m in methods:  # every folder is checked before any is written
         check_out_dir(out / m)
     for m in methods:
