@@ -11,18 +11,13 @@ import torch
 import yaml
 from PIL import Image
 
+from pipeline.configure import merge
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-
-
-def _merge(base: dict, updates: dict) -> dict:
-    out = dict(base)
-    for k, v in updates.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +31,7 @@ def write_params():
                 base["data"]["train"]["dataset"] = {}
         if "eval" in updates.get("data", {}):
             base["data"]["eval"] = {}
-        p = _merge(base, updates)
+        p = merge(base, updates)
         specs = [p["data"]["train"]["dataset"], *p["data"]["eval"].values()]
         p["demo"]["write"] = sorted({Path(s["root"]).name for s in specs if Path(s["root"]).parent == Path("data")})
         path.write_text(yaml.safe_dump(p, sort_keys=False))
