@@ -1,6 +1,6 @@
 """Extraction benchmark: backbone forward time vs whole-stage time, bytes per image, write MB/s.
 
-    python benchmarks/bench_extract.py --n 100 --resolution 756
+    python benchmarks/bench_extract.py --n 100 --resolution 756 [--model DIR] [--device cuda] [--dtype bfloat16]
 
 Runs the real extraction (decode + resize threads, forward, background shard writes) on the first
 ``--n`` shared DUTS-TR images with the shared ViT-S/14, timing the backbone calls inside it; then
@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backbone import load_backbone
+from pipeline.backbone import backbone_info, load_backbone
 from pipeline.datasets import resolve, validate
 from pipeline.extract import extract_dataset, make_spec
 from pipeline.params import CompressorParams, DatasetSpec
 from pipeline.store import FeatureStore, StoreWriter
+from pipeline.views import View
 
 HERE = Path(__file__).resolve().parents[1]
 CODECS = {
@@ -60,20 +61,26 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--model", default=str(HERE.parent / "shared/models/dinov2-small-imgfocus"))
     ap.add_argument("--data", default=str(HERE.parent / "shared/datasets/DUTS-TR"))
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--images-per-shard", type=int, default=50)
     a = ap.parse_args()
 
     samples = resolve(DatasetSpec(root=a.data, preset="DUTS-TR"))[: a.n]
-    validate(samples, 14)
-    backbone = TimedBackbone(load_backbone(a.model))
+    validate(samples, backbone_info(a.model).patch_size)
+    backbone = TimedBackbone(load_backbone(a.model, a.dtype, a.device))
     tmp = Path(tempfile.mkdtemp())
-    spec = make_spec(samples, backbone, a.resolution, 50, CODECS["blosc-lz4"], "float32")
+    spec = make_spec(samples, backbone, View(a.resolution), a.images_per_shard, CODECS["blosc-lz4"], a.dtype)
     t = time.perf_counter()
     extract_dataset(samples, backbone, tmp / "f.zarr", spec, batch_size=a.batch_size, progress=False)
     stage = time.perf_counter() - t
     fwd = backbone.seconds
     print(f"{a.n} images at {a.resolution} px, {torch.get_num_threads()} threads, device {backbone.device}")
-    print(f"forward {fwd:.1f} s ({fwd / a.n * 1000:.0f} ms/img), stage {stage:.1f} s; "
+    print(f"forward {fwd:.1f} s ({fwd / a.n * 1000:.0f} ms/img), stage {stage:.1f} s ({a.n / stage:.2f} images/s); "
           f"overhead (stage - forward) / forward = {(stage - fwd) / fwd:.1%}")
+    if backbone.device.type == "cuda":
+        print(f"GPU memory: peak allocated {torch.cuda.max_memory_allocated(backbone.device) / 2**30:.2f} GiB, "
+              f"peak reserved {torch.cuda.max_memory_reserved(backbone.device) / 2**30:.2f} GiB")
 
     st = FeatureStore(tmp / "f.zarr")
     feats = np.stack([st.features(i) for i in range(len(st))])
@@ -82,7 +89,7 @@ def main() -> None:
     print(f"\n| codec | bytes/image | ratio | write MB/s | read ms/image |\n|---|---|---|---|---|")
     for name, codec in CODECS.items():
         path = tmp / f"{name}.zarr"
-        s = make_spec(samples, backbone, a.resolution, 50, codec, "float32")
+        s = make_spec(samples, backbone, View(a.resolution), a.images_per_shard, codec, a.dtype)
         w = StoreWriter(path, s)
         t = time.perf_counter()
         for k in range(s.n_shards):

@@ -2,7 +2,7 @@
 memory of inference on a 2560-px-class grid.
 
     python benchmarks/bench_head.py --store TRAIN.zarr --pseudo MASKS.npz [--epochs 3] \
-        [--infer-store EVAL.zarr] [--highres HIGHRES.zarr]
+        [--infer-store EVAL.zarr] [--highres HIGHRES.zarr] [--device cuda]
 
 Training runs the train stage's own code (`train_head` on the store + pseudo-masks). `--loss-patches`
 times forward + backward of the contrastive loss (Eq. 10) against plain autograd through
@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from pipeline.backbone import resolve_device
 from pipeline.head import Head, predict_map
 from pipeline.losses import contrastive_loss
 from pipeline.store import FeatureStore
@@ -28,51 +29,69 @@ from pipeline.params import TrainParams
 from pipeline.train import PseudoLabelled, train_head
 
 
-def training(store: FeatureStore, pseudo: str, epochs: int) -> dict:
+def training(store: FeatureStore, pseudo: str, epochs: int, device: torch.device) -> dict:
     images = PseudoLabelled(store, pseudo, "ncut_ipo")
     t = time.perf_counter()
-    _, log = train_head(images, dim=store.dim, train=TrainParams(epochs=epochs), progress=False)
+    _, log = train_head(images, dim=store.dim, train=TrainParams(epochs=epochs), progress=False, device=device)
     s = time.perf_counter() - t
     return {"images": len(images), "patches": int(np.prod(store.grid)), "epochs": epochs, "steps": len(log),
-            "seconds": s, "ms_per_step": 1000 * s / len(log)}
+            "seconds": s, "ms_per_step": 1000 * s / len(log), "images_per_s": len(log) / s, **gpu_memory(device)}
+
+
+def gpu_memory(device: torch.device) -> dict:
+    """Peak GPU memory since the last call (empty on CPU)."""
+    if device.type != "cuda":
+        return {}
+    torch.cuda.synchronize(device)
+    out = {"gpu_peak_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    torch.cuda.reset_peak_memory_stats(device)
+    return out
 
 
 def plain_contrastive(z: torch.Tensor, y: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     """Baseline: Eq. 10 written directly with autograd (N x N masks and log-probabilities)."""
     z = torch.nn.functional.normalize(z, dim=1)
     s = z @ z.T / temperature
-    eye = torch.eye(len(z), dtype=torch.bool)
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
     log_prob = s - torch.logsumexp(s.masked_fill(eye, float("-inf")), 1, keepdim=True)
     pos = (y[:, None] == y[None, :]) & ~eye
     return -((log_prob * pos).sum(1) / pos.sum(1)).mean()
 
 
-def loss_speed(n: int, reps: int = 10) -> dict:
+def loss_speed(n: int, device: torch.device, reps: int = 10) -> dict:
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(n, 128, generator=g, requires_grad=True)
-    y = torch.rand(n, generator=g) < 0.3
+    z = torch.randn(n, 128, generator=g).to(device).requires_grad_()
+    y = (torch.rand(n, generator=g) < 0.3).to(device)
     out = {"patches": n}
     for name, fn in (("plain_autograd", plain_contrastive), ("fused", contrastive_loss)):
         fn(z, y).backward()
+        sync(device)
         t = time.perf_counter()
         for _ in range(reps):
             fn(z, y).backward()
+        sync(device)
         out[f"{name}_ms"] = 1000 * (time.perf_counter() - t) / reps
     out["speedup"] = out["plain_autograd_ms"] / out["fused_ms"]
     return out
 
 
-def inference(store: FeatureStore, n: int = 100) -> dict:
-    head = Head(store.dim).eval()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def inference(store: FeatureStore, device: torch.device, n: int = 100) -> dict:
+    head = Head(store.dim).to(device).eval()
     sizes = store.sizes()
     times = []
     for i in range(min(n, len(store))):
         f = store.features(i)
         t = time.perf_counter()
-        predict_map(head, f, sizes[i])
+        predict_map(head, f, sizes[i])  # returns a numpy map: includes the copy back from the GPU
         times.append(time.perf_counter() - t)
     return {"images": len(times), "grid": list(store.grid), "mean_ms": 1000 * float(np.mean(times)),
-            "p95_ms": 1000 * float(np.percentile(times, 95))}
+            "p95_ms": 1000 * float(np.percentile(times, 95)), "images_per_s": len(times) / float(np.sum(times)),
+            **gpu_memory(device)}
 
 
 def highres(path: str, dim: int | None) -> dict:
@@ -99,21 +118,23 @@ def main() -> None:
     ap.add_argument("--infer-store")
     ap.add_argument("--highres")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (training, loss, inference)")
     ap.add_argument("--child-dim", type=int, default=-1, help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.child_dim >= 0:
         print(json.dumps(highres(a.highres, a.child_dim or None)))
         return
-    report = {"torch_threads": a.threads}
+    device = resolve_device(a.device)
+    report = {"torch_threads": a.threads, "device": str(device)}
     if a.store:
-        report["training"] = training(FeatureStore(a.store), a.pseudo, a.epochs)
+        report["training"] = training(FeatureStore(a.store), a.pseudo, a.epochs, device)
         print(json.dumps(report["training"]), flush=True)
     for n in a.loss_patches:
-        report.setdefault("contrastive", []).append(loss_speed(n))
+        report.setdefault("contrastive", []).append(loss_speed(n, device))
         print(json.dumps(report["contrastive"][-1]), flush=True)
     if a.infer_store:
-        report["inference"] = inference(FeatureStore(a.infer_store))
+        report["inference"] = inference(FeatureStore(a.infer_store), device)
         print(json.dumps(report["inference"]), flush=True)
     if a.highres:
         for dim in (0, 4096):  # the store's own width, then the 7B's

@@ -43,7 +43,8 @@ def main() -> None:
                 link.symlink_to(Path(src).resolve())
     p["data"] = {"train": {"dataset": train_spec, "sample_size": a.train_size, "sample_seed": 111},
                  "eval": {"duts_eval": {"root": str(work / "duts_eval"), "images": "images", "masks": "masks"}}}
-    p["backbone"].update(name=a.backbone, resolution=a.resolution, eval_resolution=a.resolution, workers=2)
+    p["backbone"].update(name=a.backbone, resolution=a.resolution, workers=2)
+    p["predict"]["resolutions"] = [a.resolution]
     params = work / "params.yaml"
     params.write_text(yaml.safe_dump(p))
     f, q = str(work / "features"), ["--params", str(params)]
@@ -56,7 +57,7 @@ def main() -> None:
          "--out", f"{work}/models/head.safetensors", "--loss-csv", f"{work}/plots/train_loss.csv"],
         ["predict", *q, "--maps", "bipartitions", "--features", f"{f}/eval/duts_eval.zarr",
          "--out", f"{work}/predictions/duts_eval"],
-        ["predict", *q, "--maps", "head", "--features", f"{f}/eval/duts_eval.zarr",
+        ["predict", *q, "--maps", "head", "--name", "duts_eval", "--features", f"{f}/eval/duts_eval.zarr",
          "--head", f"{work}/models/head.safetensors", "--out", f"{work}/predictions/duts_eval"],
         ["evaluate", *q, "--name", "duts_eval", "--predictions", f"{work}/predictions/duts_eval",
          "--metrics", f"{work}/metrics/eval/duts_eval.json", "--pr", f"{work}/plots/pr/duts_eval"],

@@ -145,8 +145,10 @@ def load_backbone(name: str, dtype: str = "float32", device: str = "auto") -> Ba
     return from_model(_from_pretrained(AutoModel, name, dtype=DTYPES[dtype]), name, device)
 
 
-def preprocess(image: np.ndarray, resolution: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> float32 (3, S, S): bilinear square resize, ImageNet mean/std."""
+def preprocess(image: np.ndarray, resolution: int, hflip: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> float32 (3, S, S): bilinear square resize, ImageNet mean/std; mirrored left
+    to right after the resize when ``hflip`` (so the mirrored view is exactly the flipped input)."""
     resized = Image.fromarray(image).resize((resolution, resolution), Image.BILINEAR)
     x = np.asarray(resized, dtype=np.float32) / 255.0
-    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    x = ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    return np.ascontiguousarray(x[:, :, ::-1]) if hflip else x

@@ -19,31 +19,32 @@ from pipeline.backbone import Backbone, preprocess
 from pipeline.datasets import Sample, load_image
 from pipeline.params import CompressorParams
 from pipeline.store import StoreSpec, StoreWriter, shards_for_rank
+from pipeline.views import View
 
 
-def make_spec(samples: list[Sample], backbone: Backbone, resolution: int, images_per_shard: int,
+def make_spec(samples: list[Sample], backbone: Backbone, view: View, images_per_shard: int,
               compressor: CompressorParams, model_dtype: str) -> StoreSpec:
-    g = backbone.grid(resolution)
+    g = backbone.grid(view.resolution)
     return StoreSpec(tuple(s.stem for s in samples), (g, g), backbone.hidden_size, backbone.name,
-                     resolution, backbone.patch_size, model_dtype, images_per_shard, compressor)
+                     view.resolution, backbone.patch_size, model_dtype, images_per_shard, compressor, view.hflip)
 
 
-def _load(sample: Sample, resolution: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _load(sample: Sample, view: View) -> tuple[np.ndarray, tuple[int, int]]:
     image = load_image(sample.image)
-    return preprocess(image, resolution), image.shape[:2]
+    return preprocess(image, *view), image.shape[:2]
 
 
-def _batches(samples: list[Sample], indices: list[int], resolution: int, batch_size: int,
+def _batches(samples: list[Sample], indices: list[int], view: View, batch_size: int,
              pool: ThreadPoolExecutor) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
     """Decoded, preprocessed batches; the pool works at most two batches ahead (bounded memory)."""
     window: deque[Future] = deque()
     ahead = iter(indices)
     for i in islice(ahead, 2 * batch_size):
-        window.append(pool.submit(_load, samples[i], resolution))
+        window.append(pool.submit(_load, samples[i], view))
     while window:
         loaded = [window.popleft().result() for _ in range(min(batch_size, len(window)))]
         for i in islice(ahead, len(loaded)):
-            window.append(pool.submit(_load, samples[i], resolution))
+            window.append(pool.submit(_load, samples[i], view))
         yield torch.from_numpy(np.stack([x for x, _ in loaded])), [hw for _, hw in loaded]
 
 
@@ -59,7 +60,7 @@ def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWrite
         for k in todo:
             idx = list(spec.shard_range(k))
             feats, cls, sizes = [], [], []
-            for pixels, hw in _batches(samples, idx, spec.resolution, batch_size, loaders):
+            for pixels, hw in _batches(samples, idx, View(spec.resolution, spec.hflip), batch_size, loaders):
                 patches, cls_tokens = backbone(pixels)
                 feats.append(patches.float().cpu().numpy().astype(np.float16))
                 cls.append(cls_tokens.float().cpu().numpy().astype(np.float16))

@@ -114,16 +114,35 @@ def predict_map(head: Head, features_hw_d, size: tuple[int, int], chunk: int = 6
         raise ValueError(f"predict_map expects (h, w, d) features, got shape {tuple(features_hw_d.shape)}")
     h, w, d = (int(s) for s in features_hw_d.shape)
     H, W = (int(s) for s in size)
+    return upsample(patch_probs(head, features_hw_d.reshape(h * w, d), chunk).reshape(h, w), (H, W))
+
+
+def patch_probs(head: Head, features, chunk: int = 65536) -> torch.Tensor:
+    """Foreground probability of each of N patches, (N, d) features -> (N,) float32 tensor on the head's
+    device; ``chunk`` rows at a time, each converted to float32 on its own."""
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
     device = head.classifier.weight.device
-    flat = features_hw_d.reshape(h * w, d)
     probs = []
     with torch.no_grad():
-        for s in range(0, h * w, chunk):
-            part = flat[s : s + chunk]
+        for s in range(0, features.shape[0], chunk):
+            part = features[s : s + chunk]
             if not isinstance(part, torch.Tensor):
                 part = torch.from_numpy(np.array(part, dtype=np.float32))
             logits, _ = head(part.to(device))
             probs.append(fg_prob(logits))
-        return upsample(torch.cat(probs).reshape(h, w), (H, W))
+    return torch.cat(probs)
+
+
+def fuse_views(head: Head, views, size: tuple[int, int]) -> np.ndarray:
+    """Multi-view inference (README "Beyond the paper"): the mean over ``views`` = [(features (h, w, d),
+    mirrored)] of :func:`predict_map` at the image size, each mirrored view's map flipped back first.
+    One unmirrored view gives exactly :func:`predict_map` (the paper)."""
+    total = None
+    for features, mirrored in views:
+        prob = predict_map(head, features, size)
+        prob = prob[:, ::-1] if mirrored else prob
+        total = prob.copy() if total is None else total + prob
+    if total is None:
+        raise ValueError("fuse_views needs at least one view")
+    return total / len(views) if len(views) > 1 else total

@@ -65,8 +65,8 @@ class DatasetSpec(Group):
 
 
 class EvalSet(DatasetSpec):
-    """An evaluation set: a dataset, optionally its first ``first`` pairs (sorted stems) and its own input
-    resolution (default ``backbone.eval_resolution``): the same data at several resolutions are several sets."""
+    """An evaluation set: a dataset, optionally its first ``first`` pairs (sorted stems) and its own single
+    input resolution (default ``predict.resolutions``): the same data at several resolutions are several sets."""
 
     first: int | None = Field(None, ge=1)
     resolution: int | None = Field(None, gt=0)
@@ -86,7 +86,6 @@ class DataParams(Group):
 class BackboneParams(Group):
     name: str = "facebook/dinov3-vit7b16-pretrain-lvd1689m"
     resolution: int = Field(768, gt=0)
-    eval_resolution: int = Field(768, gt=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = _runtime(4, ge=1)
     workers: int = _runtime(4, ge=1)
@@ -161,12 +160,27 @@ class TrainParams(Group):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     seed: int = Field(0, ge=0)
+    rounds: int = Field(1, ge=1)                     # 1 = the paper; R > 1: R - 1 self-training rounds
+    round_threshold: float = Field(0.5, gt=0, lt=1)  # p > threshold: a patch's label for the next round
     device: str = _runtime("auto", pattern=DEVICE_PATTERN)
 
 
 class PredictParams(Group):
+    """Inference views (README "Beyond the paper"): the head's maps at every resolution, and of the
+    mirrored image when ``hflip``, upsampled to the image size and averaged. The first resolution is the
+    paper's single one and the one the bipartition baselines run at."""
+
+    resolutions: list[Annotated[int, Field(gt=0)]] = Field([768], min_length=1)
+    hflip: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)        # binary masks: foreground where p > threshold
     workers: int = _runtime(2, ge=1)
     chunk_size: int = _runtime(16, ge=1)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if len(set(self.resolutions)) != len(self.resolutions):
+            raise ValueError(f"resolutions {self.resolutions} repeat a value")
+        return self
 
 
 class EvaluateParams(Group):

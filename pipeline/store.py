@@ -69,6 +69,7 @@ class StoreSpec:
     model_dtype: str
     images_per_shard: int
     compressor: CompressorParams
+    hflip: bool = False   # features of the mirrored images (an inference view)
 
     @property
     def n_shards(self) -> int:
@@ -80,7 +81,8 @@ class StoreSpec:
     def fingerprint(self) -> str:
         blob = json.dumps(
             [FORMAT_VERSION, self.stems, self.grid, self.dim, self.backbone, self.resolution,
-             self.patch_size, self.model_dtype, self.images_per_shard, self.compressor.model_dump()],
+             self.patch_size, self.model_dtype, self.images_per_shard, self.compressor.model_dump(),
+             *(["hflip"] if self.hflip else [])],  # unmirrored stores keep the fingerprint they always had
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -136,6 +138,7 @@ class StoreWriter:
             "dim": s.dim,
             "backbone": s.backbone,
             "resolution": s.resolution,
+            "hflip": s.hflip,
             "patch_size": s.patch_size,
             "model_dtype": s.model_dtype,
             "feature_dtype": "float16",

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.head import Head, as_tensor
+from pipeline.head import Head, as_tensor, patch_probs
 from pipeline.losses import total_loss
 from pipeline.params import METHODS, HeadParams, LossParams, TrainParams
 from pipeline.store import FeatureStore
@@ -40,6 +40,23 @@ class PseudoLabelled:
 
     def __getitem__(self, i: int):
         return self.store.features(i).reshape(-1, self.store.dim), self.masks[i].reshape(-1)
+
+
+class HeadLabelled:
+    """images[i] -> ((N, d) cached features, (N,) labels p > ``threshold`` of a trained head on them): the
+    training set of a self-training round (README "Beyond the paper"). Labels are computed once, here;
+    ``store`` is a :class:`FeatureStore` or anything with ``len``, ``features(i)`` and ``dim``."""
+
+    def __init__(self, store: FeatureStore, head: Head, threshold: float):
+        self.store = store
+        self.masks = [(patch_probs(head, store.features(i).reshape(-1, store.dim)) > threshold).cpu().numpy()
+                      for i in range(len(store))]
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int):
+        return self.store.features(i).reshape(-1, self.store.dim), self.masks[i]
 
 
 def rank_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
@@ -114,3 +131,15 @@ def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams()
             step += 1
     bar.close()
     return net.eval(), log
+
+
+def self_train(store: FeatureStore, first: Head, rounds: int, threshold: float, **kwargs) -> tuple[Head, list[dict]]:
+    """Rounds 2..``rounds`` of self-training (as SelfMask and FOUND do): each round trains a fresh head
+    (:func:`train_head` with ``kwargs``) on the previous head's labels (:class:`HeadLabelled`) of the same
+    training images, starting from ``first``. Returns the last head and the log of every round (entries
+    carry ``round``); ``rounds == 1`` returns ``first`` itself (the paper: one round)."""
+    head, log = first, []
+    for r in range(2, rounds + 1):
+        head, entries = train_head(HeadLabelled(store, head, threshold), dim=store.dim, **kwargs)
+        log += [{"round": r, **e} for e in entries]
+    return head, log

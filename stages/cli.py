@@ -11,6 +11,7 @@ COMMANDS = {
     "extract": "stages.extract:extract",
     "pseudo-masks": "stages.pseudo_masks:pseudo_masks",
     "train": "stages.train:train",
+    "self-train": "stages.train:self_train_cmd",
     "predict": "stages.predict:predict",
     "evaluate": "stages.evaluate:evaluate",
     "report": "stages.report:report",

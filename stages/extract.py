@@ -1,4 +1,8 @@
-"""Stage extract: one dataset -> sharded Zarr feature store (GPU when present; torchrun for many)."""
+"""Stage extract: one dataset -> sharded Zarr feature store(s) (GPU when present; torchrun for many).
+
+An evaluation set's base view (its first resolution, unmirrored) is its own store; ``--views extra``
+writes every other inference view (README "Beyond the paper") as ``<out>/<view>.zarr``, so adding a
+view never re-extracts the base store nor reruns the baselines that read it."""
 from pathlib import Path
 
 import click
@@ -7,46 +11,57 @@ from pipeline import datasets
 from pipeline.backbone import backbone_info, load_backbone
 from pipeline.errors import PipelineError
 from pipeline.extract import extract_dataset, make_spec
-from pipeline.runner import Dist, stage
+from pipeline.runner import Dist, claim_dir, stage
 from pipeline.store import check_store_path
+from pipeline.views import View, set_views
 
 
 def _reads(o: dict) -> list[str]:
     split = ["data.train", "backbone.resolution"] if o["split"] == "train" else [
-        f"data.eval.{o['name']}", "backbone.eval_resolution"]
+        f"data.eval.{o['name']}", "predict.resolutions", *(["predict.hflip"] if o["views"] == "extra" else [])]
     return [*split, "backbone.name", "backbone.dtype", "store"]
 
 
 @stage("extract", reads=_reads)
 @click.option("--split", type=click.Choice(["train", "eval"]), required=True)
 @click.option("--name", help="Evaluation set (a key of data.eval); only with --split eval.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Feature store (.zarr).")
-def extract(p, split: str, name: str | None, out: Path) -> None:
-    """Cache frozen-backbone patch features of a dataset in a sharded Zarr store (resumable).
+@click.option("--views", type=click.Choice(["base", "extra"]), default="base", show_default=True,
+              help="Evaluation set: its base view as one store, or every other view as stores in a folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Feature store (.zarr) or folder.")
+def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
+    """Cache frozen-backbone patch features of a dataset in sharded Zarr stores (resumable).
 
     Everything cheap is checked before the weights are loaded: params, dataset pairing, every image
-    and mask header, the resolution against the model's patch size, and the output path."""
+    and mask header, every resolution against the model's patch size, and the output paths."""
     b = p.backbone
     if split == "train":
         samples, total = datasets.training_set(p.data.train)
         if total <= p.data.train.sample_size:
             click.echo(f"train: dataset has {total} images <= sample_size {p.data.train.sample_size}: using all")
-        resolution = b.resolution
+        stores = {out: View(b.resolution)}
     else:
         if not name:
             raise PipelineError("extract --split eval needs --name (a key of data.eval)")
         spec = p.data.eval[name]
-        samples, resolution = datasets.eval_samples(spec), spec.resolution or b.eval_resolution
-    check_store_path(out)
+        samples = datasets.eval_samples(spec)
+        base, *extra = set_views(spec, p.predict.resolutions, views == "extra" and p.predict.hflip)
+        stores = {out / f"{v.name}.zarr": v for v in extra} if views == "extra" else {out: base}
+        if views == "extra":
+            claim_dir(out)
     info = backbone_info(b.name)
-    info.grid(resolution)
+    for path, view in stores.items():
+        check_store_path(path)
+        info.grid(view.resolution)
     datasets.validate(samples, min_side=info.patch_size)
-    backbone = load_backbone(b.name, b.dtype, b.device)
-    spec = make_spec(samples, backbone, resolution, p.store.images_per_shard, p.store.compressor, b.dtype)
+    backbone = load_backbone(b.name, b.dtype, b.device) if stores else None
     d = Dist()
     try:
-        written = extract_dataset(samples, backbone, out, spec, rank=d.rank, world_size=d.world_size,
-                                  barrier=d.barrier, batch_size=b.batch_size, workers=b.workers)
+        for path, view in stores.items():
+            spec = make_spec(samples, backbone, view, p.store.images_per_shard, p.store.compressor, b.dtype)
+            written = extract_dataset(samples, backbone, path, spec, rank=d.rank, world_size=d.world_size,
+                                      barrier=d.barrier, batch_size=b.batch_size, workers=b.workers)
+            click.echo(f"{path}: {len(samples)} images, {spec.n_shards} shards ({written} written by rank {d.rank})")
     finally:
         d.close()
-    click.echo(f"{out}: {len(samples)} images, {spec.n_shards} shards ({written} written by rank {d.rank})")
+    if not stores:
+        click.echo(f"{out}: no view beyond the base one")

@@ -14,6 +14,7 @@ from pipeline.files import atomic_write, write_json
 from pipeline.params import MAP_METHODS
 from pipeline.report import (line_figure, mask_image, panel, pick_examples, pr_figure, resolution_figure,
                              resolution_table, results_table, to_markdown)
+from pipeline.views import set_views
 from pipeline.runner import stage
 
 PANEL_METHODS = {"ncut": "NCut", "ncut_ipo": "NCut + IPO", "head": "Selfment head"}
@@ -28,7 +29,7 @@ def _png(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-@stage("report", reads=("data.eval", "backbone.eval_resolution"))
+@stage("report", reads=("data.eval", "predict.resolutions"))
 @click.option("--metrics-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--pr-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
@@ -56,7 +57,7 @@ def report(p, metrics_dir: Path, predictions: Path, pr_dir: Path, ipo_csv: Path,
         return f"{spec.preset or spec.root}" + (f", first {spec.first}" if spec.first else "")
 
     res = resolution_table(results, {n: described(s) for n, s in sets.items()},
-                           {n: s.resolution or p.backbone.eval_resolution for n, s in sets.items()})
+                           {n: set_views(s, p.predict.resolutions, False)[0].resolution for n, s in sets.items()})
     _write_table(res, tables / "resolution")
     atomic_write(resolution_csv, lambda f: res.reset_index().to_csv(f, index=False, float_format="%.6f"))
     for data in res.index.unique("data"):

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -33,7 +34,8 @@ def project(tmp_path_factory, tiny_model_dir):
             shutil.copy2(ROOT / f, dst / f)
     p = yaml.safe_load((dst / "params.yaml").read_text())
     p["demo"]["n_images"] = 6
-    p["backbone"].update(name=str(tiny_model_dir), resolution=112, eval_resolution=112, device="cpu")
+    p["backbone"].update(name=str(tiny_model_dir), resolution=112, device="cpu")
+    p["predict"]["resolutions"] = [112]
     p["ipo"]["min_cluster"] = 3  # 8 x 8 grids: let IPO run
     p["store"]["images_per_shard"] = 2  # 3 shards: two torchrun ranks share them
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
@@ -47,8 +49,8 @@ def ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-ALL_STAGES = {"demo_data@demo", "extract_train", "extract_eval@demo", "pseudo_masks", "train", "predict_bipartitions@demo",
-              "predict_head@demo", "evaluate@demo", "report"}
+ALL_STAGES = {"demo_data@demo", "extract_train", "extract_eval@demo", "extract_views@demo", "pseudo_masks", "train",
+              "self_train", "predict_bipartitions@demo", "predict_head@demo", "evaluate@demo", "report"}
 
 
 def test_repro_runs_every_stage_then_is_a_no_op(project):
@@ -76,13 +78,14 @@ def test_every_declared_plot_renders_and_the_figures_need_no_network(project):
     shown = json.loads(run(["dvc", "plots", "show", "--json"], project).splitlines()[-1])
     assert not shown.get("errors")
     data = {k: v for k, v in shown["data"].items() if v}
-    assert set(shown["data"]) - set(data) == {"plots/resolution.csv"}  # the demo has no resolution study
+    # the demo has no resolution study, and one training round (no self-training loss)
+    assert set(shown["data"]) - set(data) == {"plots/resolution.csv", "plots/self_train_loss.csv"}
     images = {k: v[0]["url"] for k, v in data.items() if v[0]["type"] == "image"}
     assert set(images) >= {"plots/figures/pr_demo.png", "plots/figures/ipo_convergence.png",
                            "plots/figures/train_loss.png", "plots/panels/demo.png"}
     for url in images.values():
         im = Image.open(url).convert("L")
-        assert im.width > 300 and len(set(im.getdata())) > 10  # a drawing, not a blank canvas
+        assert im.width > 300 and len(im.getcolors(256)) > 10  # a drawing, not a blank canvas
     vega = {k for k, v in data.items() if v[0]["type"] == "vega" and v[0]["content"]["data"]["values"]}
     assert vega >= {"plots/ipo_convergence.csv", "plots/train_loss.csv", "plots/pr/demo/head.csv"}
 
@@ -90,8 +93,8 @@ def test_every_declared_plot_renders_and_the_figures_need_no_network(project):
 def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     before = json.loads((project / "metrics/pseudo_masks.json").read_text())
     out = run(["dvc", "exp", "run", "-n", "iters1", "-S", "ipo.iters=1"], project)
-    assert ran(out) == {"pseudo_masks", "train", "predict_bipartitions@demo", "predict_head@demo", "evaluate@demo",
-                        "report"}
+    assert ran(out) == {"pseudo_masks", "train", "self_train", "predict_bipartitions@demo", "predict_head@demo",
+                        "evaluate@demo", "report"}
     after = json.loads((project / "metrics/pseudo_masks.json").read_text())
     assert after["ncut"] == before["ncut"] and after["ncut_ipo"] != before["ncut_ipo"]
     shown = run(["dvc", "exp", "show", "--csv"], project)
@@ -110,11 +113,11 @@ def test_a_loss_change_reruns_the_head_never_the_pseudo_masks_or_the_baselines_m
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     try:
         status = run(["dvc", "status", "--json"], project)
-        assert set(json.loads(status[status.index("{"):])) == {"train"}
+        assert set(json.loads(status[status.index("{"):])) == {"train", "self_train"}
         out = run(["dvc", "exp", "run", "-n", "no-con"], project)
     finally:
         params.write_text(original)
-    assert ran(out) == {"train", "predict_head@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"train", "self_train", "predict_head@demo", "evaluate@demo", "report"}
 
 
 def test_changing_the_resolution_re_extracts_train_only(project):
@@ -135,7 +138,7 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
     # the stages that import pipeline/features.py, and not extract; evaluate and report follow when
     # predict's maps change (the ipo.iters test shows that chain), since they do not run this module
     changed = set(json.loads(status[status.index("{"):]))
-    assert changed == dry == {"pseudo_masks", "train", "predict_bipartitions@demo", "predict_head@demo"}
+    assert changed == dry == {"pseudo_masks", "train", "self_train", "predict_bipartitions@demo", "predict_head@demo"}
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
 
 
@@ -153,3 +156,20 @@ def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
     assert "on 2 process(es)" in out
     assert set(json.loads((project / "metrics/results.json").read_text())["demo"]) == {
         "cls", "kmeans", "ncut", "ncut_ipo", "head"}
+
+
+def test_inference_views_and_self_training_rerun_only_what_they_must(project):
+    """More views extract only the new ones and rerun the head's maps, never the baselines' (the base
+    store is unchanged); a second round retrains from the round-1 head, never round 1 itself."""
+    base = project / "data/features/eval/demo.zarr"
+    before = FeatureStore(base).attrs["fingerprint"]
+    out = run(["dvc", "exp", "run", "-n", "views", "-S", "predict.hflip=true", "-S", "predict.resolutions=[112,56]"],
+              project)
+    assert ran(out) == {"extract_eval@demo", "extract_views@demo", "predict_head@demo", "evaluate@demo", "report"}
+    assert FeatureStore(base).attrs["fingerprint"] == before
+    assert sorted(p.name for p in (project / "data/features/eval/demo.views").glob("*.zarr")) == [
+        "112-hflip.zarr", "56-hflip.zarr", "56.zarr"]
+    out = run(["dvc", "exp", "run", "-n", "rounds", "-S", "train.rounds=2"], project)
+    assert ran(out) == {"self_train", "predict_head@demo", "evaluate@demo", "report"}
+    log = pd.read_csv(project / "plots/self_train_loss.csv")
+    assert len(log) > 0 and set(log["round"]) == {2}

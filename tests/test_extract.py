@@ -14,6 +14,7 @@ from pipeline.datasets import load_image, resolve
 from pipeline.extract import extract_dataset, make_spec
 from pipeline.params import CompressorParams, DatasetSpec
 from pipeline.store import FeatureStore, StoreError, StoreWriter
+from pipeline.views import View
 from stages.extract import extract
 
 DS = {"images": "images", "masks": "masks"}
@@ -23,7 +24,7 @@ def setup(root, model_dir, ips=3, compressor=CompressorParams(name="blosc", cnam
     """Samples of root/ds, the tiny backbone saved in model_dir, and a store spec (also in spawned ranks)."""
     samples = resolve(DatasetSpec(root=str(root / "ds"), **DS))
     b = load_backbone(str(model_dir), device="cpu")
-    return samples, b, make_spec(samples, b, 56, ips, compressor, "float32")
+    return samples, b, make_spec(samples, b, View(56), ips, compressor, "float32")
 
 
 def free_port() -> int:
@@ -99,7 +100,7 @@ def test_a_store_built_with_other_settings_is_rebuilt_not_resumed(tmp_path, tiny
     write_pairs(tmp_path / "ds", n=4)
     samples, b, spec = setup(tmp_path, tiny_model_dir, ips=2)
     extract_dataset(samples, b, tmp_path / "f.zarr", spec, progress=False)
-    spec28 = make_spec(samples, b, 28, 2, spec.compressor, "float32")
+    spec28 = make_spec(samples, b, View(28), 2, spec.compressor, "float32")
     assert extract_dataset(samples, b, tmp_path / "f.zarr", spec28, progress=False) == 2
     assert FeatureStore(tmp_path / "f.zarr").grid == (2, 2)
 

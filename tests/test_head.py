@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.head import Head, HeadError, fg_prob, load_head, predict_map, save_head
+from pipeline.backbone import load_backbone, preprocess
+from pipeline.head import Head, HeadError, fg_prob, fuse_views, load_head, predict_map, save_head
 
 torch.set_num_threads(1)
 
@@ -104,3 +105,51 @@ def test_predict_map_bilinear_edges_and_chunking():
     full = predict_map(head, big, (50, 40))
     np.testing.assert_allclose(predict_map(head, big, (50, 40), chunk=10), full, rtol=0, atol=1e-6)
     np.testing.assert_allclose(predict_map(head, torch.from_numpy(big), (50, 40), chunk=7), full, atol=1e-6)
+
+
+def _known_head() -> Head:
+    """dim 2: p = sigmoid(ln 3 * relu(x_1)) of the L2-normalised feature x, so p([1, 0]) = 1/2, p([0, 1]) = 3/4."""
+    head = Head(2, hidden=2, embed=2)
+    with torch.no_grad():
+        for layer in (head.proj[0], head.proj[2]):
+            layer.weight.copy_(torch.eye(2))
+            layer.bias.zero_()
+        head.classifier.weight.copy_(torch.tensor([[0.0, 0.0], [0.0, math.log(3)]]))
+        head.classifier.bias.zero_()
+    return head
+
+
+def test_multi_scale_and_flip_fusion_equal_the_hand_computed_means():
+    head, a, b = _known_head(), [1.0, 0.0], [0.0, 1.0]   # p(a) = 0.5, p(b) = 0.75
+    coarse = np.array([[a]], np.float32)                  # 1 x 1 grid: 0.5 everywhere
+    fine = np.array([[a, b]], np.float32)                 # 1 x 2 grid: [0.5, 0.75] at size (1, 2)
+    np.testing.assert_allclose(fuse_views(head, [(fine, False)], (1, 2)), [[0.5, 0.75]], atol=1e-6)
+    np.testing.assert_allclose(fuse_views(head, [(coarse, False), (fine, False)], (1, 2)), [[0.5, 0.625]], atol=1e-6)
+    # the mirrored view's map is flipped back: features of the mirrored image [b, a] -> [0.5, 0.75] again
+    mirrored = fine[:, ::-1]
+    np.testing.assert_allclose(fuse_views(head, [(fine, False), (mirrored, True)], (1, 2)), [[0.5, 0.75]], atol=1e-6)
+    np.testing.assert_allclose(fuse_views(head, [(fine, False), (fine, True)], (1, 2)), [[0.625, 0.625]], atol=1e-6)
+    # one unmirrored view is the paper's map, bit for bit
+    f = np.random.default_rng(0).normal(size=(3, 4, 2)).astype(np.float16)
+    np.testing.assert_array_equal(fuse_views(head, [(f, False)], (7, 9)), predict_map(head, f, (7, 9)))
+
+
+def test_flip_averaging_is_exactly_flip_equivariant(tiny_model_dir):
+    torch.manual_seed(0)
+    backbone, head = load_backbone(str(tiny_model_dir), device="cpu"), Head(32, hidden=8, embed=8)
+    image = np.random.default_rng(1).integers(0, 256, size=(45, 60, 3), dtype=np.uint8)
+
+    def fused(pixels: np.ndarray, hflip: bool) -> np.ndarray:
+        views = [pixels, np.ascontiguousarray(pixels[:, :, ::-1])][: 1 + hflip]
+        with torch.no_grad():
+            feats = [backbone(torch.from_numpy(v)[None])[0][0] for v in views]
+        return fuse_views(head, list(zip(feats, (False, True))), (45, 60))
+
+    x = preprocess(image, 56)
+    np.testing.assert_array_equal(preprocess(image, 56, hflip=True), x[:, :, ::-1])
+    mirror = np.ascontiguousarray(x[:, :, ::-1])
+    np.testing.assert_array_equal(fused(mirror, True), fused(x, True)[:, ::-1])
+    assert np.abs(fused(mirror, False) - fused(x, False)[:, ::-1]).max() > 1e-3  # the ViT alone is not
+    symmetric = (x + mirror) / 2                                                   # a mirror-symmetric input
+    m = fused(symmetric, True)
+    np.testing.assert_array_equal(m, m[:, ::-1])

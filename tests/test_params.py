@@ -70,6 +70,7 @@ def test_defaults_are_the_papers_constants(data):
     assert (p.train.lr, p.train.epochs, p.train.weight_decay) == (1e-3, 3, 1e-5)
     assert (p.head.hidden, p.head.embed) == (128, 128)
     assert p.pseudo.method == "ncut_ipo" and set(METHODS) == {"cls", "kmeans", "ncut", "ncut_ipo"}
+    assert (p.train.rounds, p.predict.hflip, len(p.predict.resolutions)) == (1, False, 1)  # one view, one round
 
 
 def edited(path: str, value=None, delete=False) -> dict:
@@ -100,6 +101,10 @@ BAD = [
     ("backbone.device", "gpu", "params.yaml: backbone.device = 'gpu': must be auto, cpu, mps, cuda or cuda:N"),
     ("store.compressor", {"name": "blosc", "cname": "zstd", "clevel": 12}, "store.compressor: blosc clevel must be 0..9"),
     ("ncut", 3, "params.yaml: ncut = 3: must be a mapping of keys"),
+    ("predict.resolutions", [756, 756], "params.yaml: predict: resolutions [756, 756] repeat a value"),
+    ("predict.resolutions", [756, 0], "params.yaml: predict.resolutions.1 = 0: must be > 0"),
+    ("predict.resolutions", [], "params.yaml: predict.resolutions = []: List should have at least 1 item"),
+    ("train.rounds", 0, "params.yaml: train.rounds = 0: must be >= 1"),
 ]
 
 
@@ -132,8 +137,8 @@ def test_a_view_allows_declared_keys_and_runtime_fields_only():
         view.loss.w_bce
 
 
-@pytest.mark.parametrize("command", ["demo-data", "extract", "pseudo-masks", "train", "predict", "evaluate",
-                                     "report", "segment"])
+@pytest.mark.parametrize("command", ["demo-data", "extract", "pseudo-masks", "train", "self-train", "predict",
+                                     "evaluate", "report", "segment"])
 def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading_a_model(tmp_path, command):
     """The backbone and head paths would fail to load; the params error comes first."""
     bad = edited("ncut.solver", "lanczoss")
@@ -142,6 +147,7 @@ def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading
     args = {"demo-data": ["--out", "o"], "extract": ["--split", "train", "--out", "o"],
             "pseudo-masks": ["--features", ".", "--out", "o", "--metrics", "m", "--plot", "p"],
             "train": ["--features", ".", "--pseudo", "params.yaml", "--out", "o", "--loss-csv", "l"],
+            "self-train": ["--features", ".", "--head", "params.yaml", "--out", "o", "--loss-csv", "l"],
             "predict": ["--maps", "bipartitions", "--features", ".", "--out", "o"],
             "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p", "--per-image", "i"],
             "report": ["--metrics-dir", ".", "--predictions", ".", "--pr-dir", ".", "--ipo-csv", "params.yaml",

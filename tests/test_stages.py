@@ -5,17 +5,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.backbone import load_backbone
+from pipeline.backbone import load_backbone, preprocess
 from pipeline.bipartition import all_methods
-from pipeline.datasets import resolve
+from pipeline.datasets import load_image, resolve
 from pipeline.extract import extract_dataset, make_spec
-from pipeline.head import load_head, predict_map
+from pipeline.head import fuse_views, load_head, predict_map
 from pipeline.params import CompressorParams, DatasetSpec, load_params
 from pipeline.store import FeatureStore
+from pipeline.views import View
 from stages.cli import main
 
 pytestmark = pytest.mark.slow
@@ -29,12 +31,12 @@ def setup(tmp_path_factory, tiny_model_dir, write_pairs, write_params):
     spec = {"root": str(ds), "images": "images", "masks": "masks"}
     write_params(root / "params.yaml", {
         "data": {"train": {"dataset": spec}, "eval": {"ds": spec}},
-        "backbone": {"name": str(tiny_model_dir), "resolution": 112, "eval_resolution": 112, "device": "cpu"},
-        "ipo": {"min_cluster": 3}, "pseudo": {"chunk_size": 2, "workers": 1}, "predict": {"chunk_size": 2, "workers": 1}})
+        "backbone": {"name": str(tiny_model_dir), "resolution": 112, "device": "cpu"},
+        "ipo": {"min_cluster": 3}, "pseudo": {"chunk_size": 2, "workers": 1}, "predict": {"resolutions": [112], "chunk_size": 2, "workers": 1}})
     samples = resolve(DatasetSpec(**spec))
     b = load_backbone(str(tiny_model_dir), device="cpu")
     extract_dataset(samples, b, root / "train.zarr",
-                    make_spec(samples, b, 112, 4, CompressorParams(name="none"), "float32"), progress=False)
+                    make_spec(samples, b, View(112), 4, CompressorParams(name="none"), "float32"), progress=False)
     return root
 
 
@@ -115,7 +117,7 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     cli(root, *bipartitions)
     assert sorted({c.stem for c in calls}) == ["im02", "im03", "im04", "im05"]  # unit [0, 1] was finished
     assert not (out / "head").exists()
-    cli(root, "predict", "--maps", "head", "--features", str(root / "train.zarr"), "--head",
+    cli(root, "predict", "--maps", "head", "--name", "ds", "--features", str(root / "train.zarr"), "--head",
         str(root / "head_a.safetensors"), "--out", str(out))
     for m in METHODS:
         assert len(list((out / m).glob("*.png"))) == 6
@@ -138,6 +140,59 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     assert "im02.png: prediction missing" in r.output and len(r.output.strip().splitlines()) == 1
 
 
+def test_views_are_extracted_once_each_and_the_head_map_is_their_mean(setup, tmp_path, write_params, tiny_model_dir):
+    root = setup
+    pseudo(root, "p")
+    train(root, "v")
+    spec = {"root": str(root / "ds"), "images": "images", "masks": "masks"}
+    params = write_params(tmp_path / "params.yaml", {
+        "data": {"train": {"dataset": spec}, "eval": {"ds": spec}},
+        "backbone": {"name": str(tiny_model_dir), "resolution": 112, "device": "cpu"},
+        "predict": {"resolutions": [112, 56], "hflip": True, "chunk_size": 2, "workers": 1}})
+    run = lambda *a: cli(tmp_path, *a)  # noqa: E731
+    base, views = tmp_path / "ds.zarr", tmp_path / "ds.views"
+    run("extract", "--split", "eval", "--name", "ds", "--out", str(base))
+    r = run("extract", "--split", "eval", "--name", "ds", "--views", "extra", "--out", str(views))
+    assert sorted(p.name for p in views.glob("*.zarr")) == ["112-hflip.zarr", "56-hflip.zarr", "56.zarr"]
+    assert r.output.count("(1 written") == 3
+    assert FeatureStore(base).attrs["resolution"] == 112 and FeatureStore(views / "56-hflip.zarr").attrs["hflip"]
+    b = load_backbone(str(tiny_model_dir), device="cpu")
+    image = load_image(root / "ds/images/im02.jpg")
+    mirrored = b(torch.from_numpy(preprocess(image, 56, hflip=True))[None])[0][0].numpy()
+    np.testing.assert_allclose(FeatureStore(views / "56-hflip.zarr").features(2), mirrored, atol=2e-2, rtol=1e-2)
+    r = run("extract", "--split", "eval", "--name", "ds", "--views", "extra", "--out", str(views))
+    assert r.output.count("(0 written") == 3  # every view is kept and reused
+
+    head = root / "head_v.safetensors"
+    out, masks = tmp_path / "pred", tmp_path / "masks"
+    run("predict", "--maps", "head", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(out),
+        "--masks", str(masks))
+    stores = [(FeatureStore(base), False), (FeatureStore(views / "112-hflip.zarr"), True),
+              (FeatureStore(views / "56.zarr"), False), (FeatureStore(views / "56-hflip.zarr"), True)]
+    ref = fuse_views(load_head(head), [(s.features(3), m) for s, m in stores], (50, 70))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "head" / "im03.png")), np.round(ref * 255))
+    np.testing.assert_array_equal(np.asarray(Image.open(masks / "im03.png")), np.where(ref > 0.5, 255, 0))
+    assert sorted(p.name for p in masks.glob("*.png")) == [f"im{i:02d}.png" for i in range(6)]
+
+
+def test_self_train_keeps_round_one_bit_for_bit_and_retrains_on_its_labels(setup, tmp_path, write_params,
+                                                                           tiny_model_dir):
+    root = setup
+    pseudo(root, "p")
+    train(root, "r")
+    args = ["--features", str(root / "train.zarr"), "--head", str(root / "head_r.safetensors")]
+    cli(root, "self-train", *args, "--out", str(tmp_path / "one.safetensors"), "--loss-csv", str(tmp_path / "1.csv"))
+    assert (tmp_path / "one.safetensors").read_bytes() == (root / "head_r.safetensors").read_bytes()
+    assert (tmp_path / "1.csv").read_text().strip() == "round,epoch,step,image,loss,bce,dice,con"
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["train"]["rounds"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    cli(tmp_path, "self-train", *args, "--out", str(tmp_path / "two.safetensors"), "--loss-csv", str(tmp_path / "2.csv"))
+    log = pd.read_csv(tmp_path / "2.csv")
+    assert len(log) == 3 * 6 and set(log["round"]) == {2}
+    assert (tmp_path / "two.safetensors").read_bytes() != (root / "head_r.safetensors").read_bytes()
+
+
 def test_segment_maps_own_images_and_reports_bad_files(setup, tmp_path):
     root = setup
     pseudo(root, "p")
@@ -154,6 +209,12 @@ def test_segment_maps_own_images_and_reports_bad_files(setup, tmp_path):
     store = FeatureStore(root / "train.zarr")
     ref = predict_map(load_head(root / "head_s.safetensors"), store.features(0), (50, 70))
     assert np.abs(m.astype(float) - np.round(ref * 255)).max() <= 2
+    r = cli(root, "segment", str(good), "--head", str(root / "head_s.safetensors"), "--out", str(tmp_path / "bin"),
+            "--binary")
+    assert "1 masks written" in r.output
+    mask = np.asarray(Image.open(tmp_path / "bin/im00.png"))
+    assert set(np.unique(mask)) <= {0, 255} and 0 < (mask == 255).sum() < mask.size
+    np.testing.assert_array_equal(mask == 255, m >= 128)  # p > predict.threshold = 0.5
 
     r = cli(root, "segment", str(good), "--head", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o2"),
             code=2)
@@ -168,7 +229,7 @@ def test_a_user_folder_passed_as_out_is_refused_and_survives(setup, tmp_path, co
     user = tmp_path / "mine"
     user.mkdir()
     (user / "thesis.txt").write_text("years of work")
-    args = {"predict": ["--maps", "head", "--features", str(root / "train.zarr"), "--head",
+    args = {"predict": ["--maps", "head", "--name", "ds", "--features", str(root / "train.zarr"), "--head",
                         str(root / "head_u.safetensors")],
             "extract": ["--split", "train"], "demo-data": [],
             "segment": [str(root / "ds/images/im00.jpg"), "--head", str(root / "head_u.safetensors")]}[command]

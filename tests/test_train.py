@@ -12,7 +12,7 @@ from pipeline.errors import PipelineError
 from pipeline.head import Head, fg_prob
 from pipeline.losses import total_loss
 from pipeline.params import TrainParams
-from pipeline.train import rank_order, train_head
+from pipeline.train import HeadLabelled, rank_order, self_train, train_head
 
 torch.set_num_threads(1)
 
@@ -136,3 +136,34 @@ def test_ddp_two_ranks_identical_weights(tmp_path):
     torch.manual_seed(3)
     init = Head(16).state_dict()
     assert not all(torch.equal(init[k], r0["state"][k]) for k in init)
+
+
+class Images:
+    """A feature store look-alike over synth(): len, features(i), dim."""
+
+    def __init__(self, images):
+        self.images, self.dim = images, images[0][0].shape[1]
+
+    def __len__(self):
+        return len(self.images)
+
+    def features(self, i):
+        return self.images[i][0]
+
+
+def test_self_training_round_trains_on_the_previous_heads_labels():
+    images = synth(n=8)
+    inverted = [(f, ~y) for f, y in images]   # a planted round-1 head that labels the background
+    h1, _ = train_head(inverted, dim=16, progress=False)
+    assert _accuracy(h1, inverted) > 0.98
+    labelled = HeadLabelled(Images(images), h1, threshold=0.5)
+    for (f, _), labels in zip(images, labelled.masks):
+        with torch.no_grad():
+            np.testing.assert_array_equal(labels, (fg_prob(h1(f)[0]) > 0.5).numpy())
+    h2, log = self_train(Images(images), h1, rounds=2, threshold=0.5, train=TrainParams(seed=3), progress=False)
+    assert h2 is not h1 and {r["round"] for r in log} == {2} and len(log) == 3 * 8
+    assert _accuracy(h2, inverted) > 0.98 and _accuracy(h2, images) < 0.02  # it learnt round 1's labels
+    same, log1 = self_train(Images(images), h1, rounds=1, threshold=0.5, progress=False)
+    assert same is h1 and log1 == []
+    strict = HeadLabelled(Images(images), h1, threshold=0.999)
+    assert sum(m.sum() for m in strict.masks) < sum(m.sum() for m in labelled.masks)
