@@ -44,7 +44,7 @@ def test_configure_writes_params_and_refuses_unknown_presets(tmp_path):
     p = load_params(tmp_path / "p.yaml")
     assert set(p.data.eval) == {"DUTS-TE", "DUTS-TE-200-448", "DUTS-TE-200-756", "DUTS-TE-200-1274"}
     assert p.data.eval["DUTS-TE-200-1274"].resolution == 1274 and p.data.eval["DUTS-TE-200-1274"].first == 200
-    assert p.data.train.dataset.root == "../shared/datasets/DUTS-TR"
+    assert p.data.train.dataset.root == str(Path("../shared/datasets/DUTS-TR").resolve())  # absolute: the queue
     r = CliRunner().invoke(main, ["configure", "backbone/dinov4", "--configs", str(CONFIGS),
                                   "--out", str(tmp_path / "q.yaml")])
     assert r.exit_code == 2 and "backbone/dinov4.yaml: no such preset (known: backbone/dinov2-small" in r.output
