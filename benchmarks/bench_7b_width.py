@@ -3,9 +3,8 @@
     python benchmarks/bench_7b_width.py --work /tmp/selfment-7b [--layers 2] [--n-images 8]
 
 Builds, in code, a DINOv3 config with the released ViT-7B/16 checkpoint's width, token layout and
-block design as transformers names them (hidden_size 4096, 32 heads, intermediate_size 8192, patch 16,
-4 register tokens, use_gated_mlp with SiLU, layerscale_value 1e-5, no query/key/value biases,
-rope_theta 100, pos_embed_rescale 2) but ``--layers`` layers and random weights, saves it with
+block design (``pipeline.backbone.vit7b16_config``: hidden_size 4096, 32 heads, gated SiLU MLP of 8192,
+patch 16, 4 register tokens, LayerScale, RoPE settings) but ``--layers`` layers and random weights, saves it with
 ``save_pretrained`` in bfloat16, and runs the pipeline on a copy of this repository:
 ``selfment configure backbone/dinov3-vit7b16 data/demo`` with the saved directory as ``backbone.name``,
 training at 768 px and inference views ``predict.resolutions: [768, 1536]`` (the official code's
@@ -27,16 +26,15 @@ from pathlib import Path
 import torch
 import yaml
 
+from pipeline.backbone import vit7b16_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_model(path: Path, layers: int, hidden: int, heads: int, intermediate: int) -> None:
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+    from transformers import DINOv3ViTModel
 
-    cfg = DINOv3ViTConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=intermediate,
-                          num_hidden_layers=layers, patch_size=16, num_register_tokens=4, use_gated_mlp=True,
-                          hidden_act="silu", layerscale_value=1e-5, query_bias=False, key_bias=False,
-                          value_bias=False, rope_theta=100.0, pos_embed_rescale=2.0, image_size=224)
+    cfg = vit7b16_config(layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=intermediate)
     torch.manual_seed(0)
     DINOv3ViTModel(cfg).to(torch.bfloat16).eval().save_pretrained(path)
 

@@ -1,9 +1,10 @@
 """Extraction benchmark: backbone forward time vs whole-stage time, bytes per image, write MB/s.
 
-    python benchmarks/bench_extract.py --n 100 --resolution 756 [--model DIR] [--device cuda] [--dtype bfloat16]
+    python benchmarks/bench_extract.py --model MODEL --data DUTS-TR --n 100 --resolution 756 \
+        [--device cuda] [--dtype bfloat16] [--images-per-shard 16]
 
 Runs the real extraction (decode + resize threads, forward, background shard writes) on the first
-``--n`` shared DUTS-TR images with the shared ViT-S/14, timing the backbone calls inside it; then
+``--n`` DUTS-TR images with the given backbone, timing the backbone calls inside it; then
 re-writes the same features with each codec to compare size and write speed. Overhead is
 (stage time - forward time) / forward time, measured in the same process.
 """
@@ -25,7 +26,6 @@ from pipeline.params import CompressorParams, DatasetSpec
 from pipeline.store import FeatureStore, StoreWriter
 from pipeline.views import View
 
-HERE = Path(__file__).resolve().parents[1]
 CODECS = {
     "none": CompressorParams(name="none"),
     "blosc-lz4": CompressorParams(name="blosc", cname="lz4", clevel=5),
@@ -59,8 +59,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--resolution", type=int, default=756)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--model", default=str(HERE.parent / "shared/models/dinov2-small-imgfocus"))
-    ap.add_argument("--data", default=str(HERE.parent / "shared/datasets/DUTS-TR"))
+    ap.add_argument("--model", required=True, help="Backbone: Hugging Face id or local directory.")
+    ap.add_argument("--data", required=True, help="A DUTS-TR folder in its official layout.")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--images-per-shard", type=int, default=50)

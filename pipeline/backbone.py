@@ -31,6 +31,20 @@ class BackboneError(PipelineError):
     pass
 
 
+def vit7b16_config(layers: int = 40, **overrides):
+    """transformers' ``DINOv3ViTConfig`` of the paper's backbone (released ViT-7B/16, LVD-1689M): width
+    4096, 32 heads, gated SiLU MLP of 8192, patch 16, 4 register tokens, LayerScale 1e-5, no query/key/
+    value biases, RoPE theta 100 with coordinate rescale 2; ``layers`` of its 40 blocks. With random
+    weights it stands in for the real checkpoint where only shapes and cost matter (benchmarks, tests)."""
+    from transformers import DINOv3ViTConfig
+
+    cfg = dict(hidden_size=4096, num_attention_heads=32, intermediate_size=8192, num_hidden_layers=layers,
+               patch_size=16, num_register_tokens=4, use_gated_mlp=True, hidden_act="silu", layerscale_value=1e-5,
+               query_bias=False, key_bias=False, value_bias=False, rope_theta=100.0, pos_embed_rescale=2.0,
+               image_size=224)
+    return DINOv3ViTConfig(**{**cfg, **overrides})
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present (the local rank's GPU under torchrun), else the CPU."""
     if device == "auto":

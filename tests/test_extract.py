@@ -165,3 +165,31 @@ def test_extract_stage_under_torchrun_with_two_cpu_ranks(tmp_path, tiny_model_di
     for i in range(5):
         np.testing.assert_array_equal(FeatureStore(tmp_path / "t.zarr").features(i),
                                       FeatureStore(tmp_path / "single.zarr").features(i))
+
+
+@pytest.mark.slow
+def test_a_backbone_of_the_papers_width_extracts_in_bfloat16(tmp_path, write_pairs, write_params):
+    """One block of ViT-7B/16's width and layout (random weights, saved in bfloat16): the extract stage
+    stores (n, 16, 4096) float16 features equal to the model's own tokens, and the head built on them
+    has the paper's 0.54M parameters."""
+    from transformers import DINOv3ViTModel
+
+    from pipeline.backbone import vit7b16_config
+    from pipeline.head import Head
+
+    torch.manual_seed(0)
+    DINOv3ViTModel(vit7b16_config(layers=1)).to(torch.bfloat16).eval().save_pretrained(tmp_path / "m")
+    write_pairs(tmp_path / "ds", n=2)
+    params = write_params(tmp_path / "p.yaml", {
+        "data": {"train": {"dataset": {"root": str(tmp_path / "ds"), **DS}}},
+        "backbone": {"name": str(tmp_path / "m"), "resolution": 64, "dtype": "bfloat16", "batch_size": 2,
+                     "device": "cpu"}})
+    r = CliRunner().invoke(extract, ["--params", str(params), "--split", "train", "--out", str(tmp_path / "t.zarr")])
+    assert r.exit_code == 0, r.output
+    st = FeatureStore(tmp_path / "t.zarr")
+    assert (len(st), st.grid, st.dim, st.attrs["model_dtype"]) == (2, (4, 4), 4096, "bfloat16")
+    b = load_backbone(str(tmp_path / "m"), "bfloat16", device="cpu")
+    image = load_image(resolve(DatasetSpec(root=str(tmp_path / "ds"), **DS))[1].image)
+    patches, _ = b(torch.from_numpy(preprocess(image, 64))[None])
+    np.testing.assert_allclose(st.features(1).astype(np.float32), patches[0].float().numpy(), atol=2e-2, rtol=2e-2)
+    assert sum(p.numel() for p in Head(st.dim).parameters()) == 541_186
