@@ -1,7 +1,7 @@
 """Inference cost of the inference variants (README "Beyond the paper"), per image, relative to the paper.
 
     python benchmarks/bench_views.py --backbone ../shared/models/dinov2-small-imgfocus \
-        --images ../shared/datasets/DUTS-TE/DUTS-TE-Image --n 5 [--threads 2]
+        --images ../shared/datasets/DUTS-TE/DUTS-TE-Image --n 5 [--base 756] [--extra 1274 448] [--threads 2]
 
 Each variant runs `selfment segment`'s own per-image work (decode, one backbone forward per view, the
 head on every view, fusion at the image size, PNG writing) on the first ``n`` images (sorted names), in
@@ -31,13 +31,15 @@ def main() -> None:
     ap.add_argument("--images", type=Path, required=True)
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--base", type=int, default=756)
-    ap.add_argument("--high", type=int, default=1274)
+    ap.add_argument("--extra", type=int, nargs="*", default=[1274, 448], help="second resolutions to try")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     images = sorted(str(p) for p in a.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[: a.n + 1]
-    variants = {"paper": views([a.base], False), "multi-scale": views([a.base, a.high], False),
-                "flip": views([a.base], True), "multi-scale + flip": views([a.base, a.high], True)}
+    variants = {"paper": views([a.base], False), "flip": views([a.base], True)}
+    for r in a.extra:
+        variants[f"multi-scale {a.base}+{r}"] = views([a.base, r], False)
+        variants[f"multi-scale {a.base}+{r} + flip"] = views([a.base, r], True)
     out = Path(tempfile.mkdtemp())
     head = save_head(Head(backbone_info(a.backbone).hidden_size), out / "head.safetensors")
     work = SegmentWork(a.backbone, "float32", "cpu", [], str(head), str(out), None)
