@@ -138,11 +138,11 @@ def fuse_views(head: Head, views, size: tuple[int, int]) -> np.ndarray:
     """Multi-view inference (README "Beyond the paper"): the mean over ``views`` = [(features (h, w, d),
     mirrored)] of :func:`predict_map` at the image size, each mirrored view's map flipped back first.
     One unmirrored view gives exactly :func:`predict_map` (the paper)."""
-    total = None
-    for features, mirrored in views:
-        prob = predict_map(head, features, size)
-        prob = prob[:, ::-1] if mirrored else prob
-        total = prob.copy() if total is None else total + prob
-    if total is None:
+    if not views:
         raise ValueError("fuse_views needs at least one view")
-    return total / len(views) if len(views) > 1 else total
+
+    def unmirrored(features, mirrored: bool) -> np.ndarray:
+        prob = predict_map(head, features, size)
+        return prob[:, ::-1] if mirrored else prob
+
+    return sum(unmirrored(*view) for view in views) / len(views)

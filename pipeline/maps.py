@@ -20,6 +20,11 @@ def upsample(grid: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarr
     return out[0, 0].clamp_(0, 1).cpu().numpy()
 
 
+def save_mask(prob: np.ndarray, threshold: float, path: Path | str) -> None:
+    """Write the object mask p > ``threshold`` as a 0/255 grayscale PNG (atomically)."""
+    save_png((prob > threshold).astype(np.float32), path)
+
+
 def save_png(prob: np.ndarray, path: Path | str) -> None:
     """Write a saliency map as an 8-bit grayscale PNG (atomically: never a half-written file)."""
     atomic_write(path, lambda f: Image.fromarray(to_uint8(prob), mode="L").save(f, format="PNG"))

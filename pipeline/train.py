@@ -22,18 +22,11 @@ from pipeline.params import METHODS, HeadParams, LossParams, TrainParams
 from pipeline.store import FeatureStore
 
 
-class PseudoLabelled:
-    """images[i] -> ((N, d) cached features, (N,) pseudo-labels of ``method``), read lazily."""
+class Labelled:
+    """images[i] -> ((N, d) cached features of ``store``, read lazily; (N,) labels ``masks[i]``)."""
 
-    def __init__(self, store: FeatureStore, pseudo_path: Path, method: str):
-        with np.load(pseudo_path) as z:
-            if method not in z.files:
-                raise PipelineError(f"{pseudo_path}: no {method!r} masks (pseudo.method must be one of "
-                                    f"{', '.join(METHODS)})")
-            if list(z["stems"]) != store.stems:
-                raise PipelineError(f"{pseudo_path}: its images differ from {store.path}; rerun pseudo_masks")
-            self.masks = z[method]
-        self.store = store
+    def __init__(self, store: FeatureStore, masks):
+        self.store, self.masks = store, masks
 
     def __len__(self) -> int:
         return len(self.store)
@@ -42,21 +35,28 @@ class PseudoLabelled:
         return self.store.features(i).reshape(-1, self.store.dim), self.masks[i].reshape(-1)
 
 
-class HeadLabelled:
-    """images[i] -> ((N, d) cached features, (N,) labels p > ``threshold`` of a trained head on them): the
-    training set of a self-training round (README "Beyond the paper"). Labels are computed once, here;
-    ``store`` is a :class:`FeatureStore` or anything with ``len``, ``features(i)`` and ``dim``."""
+class PseudoLabelled(Labelled):
+    """The pseudo-masks of ``method`` (stage pseudo_masks) as labels."""
+
+    def __init__(self, store: FeatureStore, pseudo_path: Path, method: str):
+        with np.load(pseudo_path) as z:
+            if method not in z.files:
+                raise PipelineError(f"{pseudo_path}: no {method!r} masks (pseudo.method must be one of "
+                                    f"{', '.join(METHODS)})")
+            if list(z["stems"]) != store.stems:
+                raise PipelineError(f"{pseudo_path}: its images differ from {store.path}; rerun pseudo_masks")
+            masks = z[method]
+        super().__init__(store, masks)
+
+
+class HeadLabelled(Labelled):
+    """A trained head's labels p > ``threshold`` on the store's own features: the training set of a
+    self-training round (README "Beyond the paper"), computed once, here. ``store`` is a
+    :class:`FeatureStore` or anything with ``len``, ``features(i)`` and ``dim``."""
 
     def __init__(self, store: FeatureStore, head: Head, threshold: float):
-        self.store = store
-        self.masks = [(patch_probs(head, store.features(i).reshape(-1, store.dim)) > threshold).cpu().numpy()
-                      for i in range(len(store))]
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, i: int):
-        return self.store.features(i).reshape(-1, self.store.dim), self.masks[i]
+        super().__init__(store, [(patch_probs(head, store.features(i).reshape(-1, store.dim)) > threshold).cpu().numpy()
+                                 for i in range(len(store))])
 
 
 def rank_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:

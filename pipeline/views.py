@@ -3,6 +3,7 @@ sees, each optionally also mirrored. The first view is the paper's single one; i
 set's own feature store, every other view in a store of its own under ``<set>.views/``."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 from pipeline.params import EvalSet
@@ -16,6 +17,16 @@ class View(NamedTuple):
     def name(self) -> str:
         """Store name of the view: ``756``, ``756-hflip``."""
         return f"{self.resolution}{'-hflip' if self.hflip else ''}"
+
+
+def views_folder(base_store: Path) -> Path:
+    """Where the views other than the base one are stored: ``<set>.views/`` beside ``<set>.zarr``."""
+    return base_store.parent / f"{base_store.stem}.views"
+
+
+def view_store(folder: Path, view: View) -> Path:
+    """The store of a non-base ``view`` in its folder: ``<folder>/756-hflip.zarr``."""
+    return folder / f"{view.name}.zarr"
 
 
 def views(resolutions: list[int], hflip: bool) -> list[View]:

@@ -11,9 +11,9 @@ from pipeline import datasets
 from pipeline.backbone import backbone_info, load_backbone
 from pipeline.errors import PipelineError
 from pipeline.extract import extract_dataset, make_spec
-from pipeline.runner import Dist, claim_dir, stage
+from pipeline.runner import Dist, check_out_dir, claim_dir, stage
 from pipeline.store import check_store_path
-from pipeline.views import View, set_views
+from pipeline.views import View, set_views, view_store
 
 
 def _reads(o: dict) -> list[str]:
@@ -45,14 +45,14 @@ def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
         spec = p.data.eval[name]
         samples = datasets.eval_samples(spec)
         base, *extra = set_views(spec, p.predict.resolutions, views == "extra" and p.predict.hflip)
-        stores = {out / f"{v.name}.zarr": v for v in extra} if views == "extra" else {out: base}
-        if views == "extra":
-            claim_dir(out)
+        stores = {view_store(check_out_dir(out), v): v for v in extra} if views == "extra" else {out: base}
     info = backbone_info(b.name)
     for path, view in stores.items():
         check_store_path(path)
         info.grid(view.resolution)
     datasets.validate(samples, min_side=info.patch_size)
+    if views == "extra" and split == "eval":
+        claim_dir(out)
     backbone = load_backbone(b.name, b.dtype, b.device) if stores else None
     d = Dist()
     try:

@@ -9,17 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.head import fuse_views, load_head
-from pipeline.maps import save_png
+from pipeline.maps import save_mask, save_png
 from pipeline.params import MAP_METHODS, METHODS, IPOParams, NCutParams
 from pipeline.pseudo import bipartition_maps
 from pipeline.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, run_units,
                              stage)
 from pipeline.store import FeatureStore, StoreError
-from pipeline.views import set_views
+from pipeline.views import set_views, view_store, views_folder
 
 
 @dataclass
@@ -28,8 +27,7 @@ class PredictWork(Work):
     out: str
     head_path: str | None                           # head maps; else bipartition maps with:
     bipartition: tuple[NCutParams, IPOParams, int] | None
-    masks: str | None = None                        # binary masks folder (head), foreground p > threshold
-    threshold: float = 0.5
+    masks: tuple[str, float] | None = None          # binary masks (head): folder, foreground p > threshold
 
     def open(self) -> None:
         self.views = [(FeatureStore(path), mirrored) for path, mirrored in self.stores]
@@ -47,7 +45,8 @@ class PredictWork(Work):
             for m, prob in maps.items():
                 save_png(prob, Path(self.out) / m / f"{stem}.png")
             if self.masks:
-                save_png((maps["head"] > self.threshold).astype(np.float32), Path(self.masks) / f"{stem}.png")
+                folder, threshold = self.masks
+                save_mask(maps["head"], threshold, Path(folder) / f"{stem}.png")
         return len(indices)
 
 
@@ -78,17 +77,15 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
             raise PipelineError("predict --maps head needs --head and --name")
         load_head(head_path)  # a bad head file fails here, with one line, before any work
         _, *extra = set_views(p.data.eval[name], p.predict.resolutions, p.predict.hflip)
-        views = [(features, False)] + [(features.parent / f"{features.stem}.views" / f"{v.name}.zarr", v.hflip)
-                                            for v in extra]
-        for path, _ in views[1:]:
-            other = FeatureStore(path)
+        views = [(features, False)] + [(view_store(views_folder(features), v), v.hflip) for v in extra]
+        stores = [store] + [FeatureStore(path) for path, _ in views[1:]]
+        for path, other in zip(views[1:], stores[1:]):
             if other.stems != store.stems:
-                raise StoreError(f"{path}: holds other images than {features}; rerun extract")
+                raise StoreError(f"{path[0]}: holds other images than {features}; rerun extract")
         methods = ("head",)
-        key = fingerprint([FeatureStore(v).attrs["fingerprint"] for v, _ in views], file_digest(head_path),
-                          *((str(masks), p.predict.threshold) if masks else ()))
-        work = PredictWork([(str(v), m) for v, m in views], str(out), str(head_path), None,
-                           str(masks) if masks else None, p.predict.threshold if masks else 0.5)
+        mask_to = (str(masks), p.predict.threshold) if masks else None
+        key = fingerprint([s.attrs["fingerprint"] for s in stores], file_digest(head_path), *(mask_to or ()))
+        work = PredictWork([(str(v), m) for v, m in views], str(out), str(head_path), None, mask_to)
     else:
         if masks:
             raise PipelineError("predict --masks goes with --maps head")
@@ -109,6 +106,4 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
     resume = Resume(out / maps, fingerprint(key, units))
     run_units(work, units, resume, workers=p.predict.workers, desc=f"predict {maps} {out.name}")
     resume.close()
-    click.echo(f"{out}: {len(store)} images x {', '.join(methods)}"
-               + (f" over {len(views)} view(s); masks in {masks}" if maps == "head" and masks else
-                  f" over {len(views)} view(s)" if maps == "head" else ""))
+    click.echo(f"{out}: {len(store)} images x {', '.join(methods)}" + (f"; masks in {masks}" if masks else ""))

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 
 from pipeline.backbone import backbone_info, load_backbone, preprocess
 from pipeline.datasets import DatasetError, load_image
 from pipeline.errors import PipelineError
 from pipeline.head import fuse_views, load_head
-from pipeline.maps import save_png
+from pipeline.maps import save_mask, save_png
 from pipeline.runner import Resume, Unit, Work, claim_dir, file_digest, fingerprint, run_units, stage
 from pipeline.views import View, views
 
@@ -45,10 +44,11 @@ class SegmentWork(Work):
             for view in self.views:
                 patches, _ = self.model(torch.from_numpy(preprocess(image, *view))[None])
                 features.append((patches[0], view.hflip))
-        prob = fuse_views(self.head, features, image.shape[:2])
-        if self.threshold is not None:
-            prob = (prob > self.threshold).astype(np.float32)
-        save_png(prob, Path(self.out) / f"{Path(path).stem}.png")
+        prob, out = fuse_views(self.head, features, image.shape[:2]), Path(self.out) / f"{Path(path).stem}.png"
+        if self.threshold is None:
+            save_png(prob, out)
+        else:
+            save_mask(prob, self.threshold, out)
         return None
 
 
