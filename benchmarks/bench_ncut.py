@@ -1,9 +1,11 @@
-"""NCut/IPO benchmark on real cached features: fast vs dense solver, high resolution, IPO share.
+"""NCut/IPO benchmark on real cached features: TokenCut's dense call vs the project's NCut, IPO's share,
+high resolution.
 
-    python benchmarks/bench_ncut.py --store STORE_756 [--dense-images 100] [--highres STORE ...]
+    python benchmarks/bench_ncut.py --store STORE_756 [--images 100] [--highres STORE ...]
 
 STORE_756 is a feature store of >= 100 DUTS-TR images (README "Benchmarks" shows how to make it).
-Dense and fast solvers run on the same images in the same process; figures are ratios of the two.
+Both run on the same images in the same process; figures are ratios of the two. ``gram`` is the floor
+of any NCut on these features: the N x N product f f^T alone.
 Each --highres store is timed with the fast solver only, with peak memory measured in a subprocess.
 """
 from __future__ import annotations
@@ -16,10 +18,12 @@ import sys
 import time
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from pipeline.ipo import ipo
-from pipeline.ncut import ncut
+from pipeline.features import l2_normalize
+from pipeline.ncut import bipartition, ncut
 from pipeline.params import NCutParams
 from pipeline.store import FeatureStore
 
@@ -29,27 +33,45 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
+def tokencut(features: np.ndarray, p: NCutParams) -> np.ndarray:
+    """TokenCut's NCut as its code runs it, the baseline of the speed-up: cosine affinity as a float32
+    torch product moved to numpy, the binary graph as a float64 array (eps where not above tau),
+    D = np.diag(degrees), scipy.linalg.eigh(D - A, D, subset_by_index=[1, 2]), x2 = the first of the two
+    eigenvectors, then the same mean split, seed and 4-connected component (Eq. 4)."""
+    h, w, d = features.shape
+    f = torch.nn.functional.normalize(torch.as_tensor(features.reshape(h * w, d)), dim=1)
+    a = (f @ f.T).numpy()
+    a = np.where((a > p.tau).astype(float) == 0, p.eps, a > p.tau)
+    dm = np.diag(a.sum(1))
+    _, vectors = scipy.linalg.eigh(dm - a, dm, subset_by_index=[1, 2])
+    return bipartition(vectors[:, 0], (h, w))
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
 def solvers(store: FeatureStore, n: int) -> dict:
-    t_dense = t_fast = t_ipo = 0.0
-    ious, repeated = [], 0
-    for i in range(min(n, len(store))):
-        f = store.features(i).astype(np.float32)
-        t = time.perf_counter()
-        dense = ncut(f, NCutParams(solver="dense"))
-        t_dense += time.perf_counter() - t
-        t = time.perf_counter()
-        fast, fv = ncut(f, NCutParams(solver="lanczos"), return_vector=True)
-        t_fast += time.perf_counter() - t
-        t = time.perf_counter()
-        ipo(f, fast)
-        t_ipo += time.perf_counter() - t
-        ious.append(iou(dense, fast))
-        repeated += fv.degenerate
-    k = len(ious)
-    return {"images": k, "grid": list(store.grid), "dense_s_per_image": t_dense / k, "fast_s_per_image": t_fast / k,
-            "speedup": t_dense / t_fast, "mean_iou_fast_vs_dense": float(np.mean(ious)),
-            "min_iou_fast_vs_dense": float(np.min(ious)), "images_iou_below_0.99": int(np.sum(np.array(ious) < 0.99)),
-            "repeated_or_uniform": repeated, "ipo_s_per_image": t_ipo / k, "ipo_share_of_ncut": t_ipo / t_fast}
+    """TokenCut's call, then the project's NCut and IPO, on the same images in one process. The loops are
+    separate: numpy's BLAS threads spin for a while after each dense call and would slow torch beside them."""
+    p = NCutParams()
+    feats = [store.features(i).astype(np.float32) for i in range(min(n, len(store)))]
+    k = len(feats)
+    refs, t_ref = timed(lambda: [tokencut(f, p) for f in feats])
+    fast, t_fast = timed(lambda: [ncut(f, p, return_vector=True) for f in feats])
+    _, t_ipo = timed(lambda: [ipo(f, m) for f, (m, _) in zip(feats, fast)])
+    grams = [torch.as_tensor(l2_normalize(f.reshape(-1, f.shape[-1]))) for f in feats]
+    buf = torch.empty(len(grams[0]), len(grams[0]))
+    _, t_gram = timed(lambda: [torch.matmul(g, g.T, out=buf) for g in grams])
+    ious = np.array([iou(r, m) for r, (m, _) in zip(refs, fast)])
+    return {"images": k, "grid": list(store.grid), "tokencut_s_per_image": t_ref / k, "fast_s_per_image": t_fast / k,
+            "speedup": t_ref / t_fast, "gram_s_per_image": t_gram / k, "fast_over_gram": t_fast / t_gram,
+            "mean_iou_fast_vs_tokencut": float(ious.mean()), "min_iou_fast_vs_tokencut": float(ious.min()),
+            "images_iou_below_0.99": int((ious < 0.99).sum()),
+            "repeated_or_uniform": int(sum(fv.degenerate for _, fv in fast)),
+            "ipo_s_per_image": t_ipo / k, "ipo_share_of_ncut": t_ipo / t_fast}
 
 
 def highres(path: str) -> dict:
@@ -59,7 +81,7 @@ def highres(path: str) -> dict:
     for i in range(len(store)):
         f = store.features(i).astype(np.float32)
         t = time.perf_counter()
-        ncut(f, NCutParams(solver="lanczos"))
+        ncut(f)
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     h, w = store.grid
@@ -70,8 +92,8 @@ def highres(path: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--store", help="768-px-class store for the dense-vs-fast comparison")
-    ap.add_argument("--dense-images", type=int, default=100)
+    ap.add_argument("--store", help="768-px-class store for the comparison with TokenCut's call")
+    ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--highres", nargs="*", default=[])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2)
@@ -82,7 +104,7 @@ def main() -> None:
         return
     report = {"torch_threads": a.threads}
     if a.store:
-        report["solvers"] = solvers(FeatureStore(a.store), a.dense_images)
+        report["solvers"] = solvers(FeatureStore(a.store), a.images)
         print(json.dumps(report["solvers"], indent=1), flush=True)
     for path in a.highres:
         out = subprocess.run([sys.executable, __file__, "--child", path, "--threads", str(a.threads)],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline import timing
 from pipeline.backbone import Backbone, preprocess
 from pipeline.datasets import Sample, load_image
 from pipeline.params import CompressorParams
@@ -61,9 +62,10 @@ def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWrite
             idx = list(spec.shard_range(k))
             feats, cls, sizes = [], [], []
             for pixels, hw in _batches(samples, idx, View(spec.resolution, spec.hflip), batch_size, loaders):
-                patches, cls_tokens = backbone(pixels)
-                feats.append(patches.float().cpu().numpy().astype(np.float16))
-                cls.append(cls_tokens.float().cpu().numpy().astype(np.float16))
+                with timing.section("forward"):  # the model and the copy to host memory
+                    patches, cls_tokens = backbone(pixels)
+                    feats.append(patches.float().cpu().numpy().astype(np.float16))
+                    cls.append(cls_tokens.float().cpu().numpy().astype(np.float16))
                 sizes.extend(hw)
                 bar.update(len(hw))
             if pending is not None:

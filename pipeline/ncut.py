@@ -2,9 +2,9 @@
 
 Two solvers give the same Fiedler vector: ``dense`` is the reference of the official code and TokenCut
 (``scipy.linalg.eigh(D - A, D)``, O(N^3)); ``lanczos`` finds the top eigenvectors of
-M = D^-1/2 A D^-1/2 (same eigenvectors up to x = D^-1/2 u, eigenvalue lambda = 1 - mu) with ARPACK,
-the matrix products running in torch on the GPU when present. The fast path holds exactly one
-float32 N x N matrix: A is built block by block and scaled in place into M.
+M = D^-1/2 A D^-1/2 (same eigenvectors up to x = D^-1/2 u, eigenvalue lambda = 1 - mu) by block
+Lanczos in torch (on the GPU when present). The fast path holds exactly one float32 N x N matrix: A is
+thresholded and scaled in place into M, in a buffer reused from one image to the next.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.ndimage
-import scipy.sparse.linalg
 import torch
 
 from pipeline.errors import PipelineError
@@ -22,6 +21,8 @@ from pipeline.params import NCutParams
 
 MAX_CLUSTER = 8        # largest repeated-eigenvalue cluster resolved exactly (see `fiedler`)
 LEVERAGE_TIE = 1e-4    # relative tolerance of equal leverages in the repeated-eigenvalue rule
+KRYLOV_BLOCK = 8       # vectors per block Lanczos step (>= MAX_CLUSTER: repeated eigenvalues stay whole)
+KRYLOV_STEPS = 100     # block steps before the fast solver gives up (about 7 at 756 px)
 
 
 class NCutError(PipelineError):
@@ -43,34 +44,42 @@ def _check(f: np.ndarray) -> None:
 
 
 def _threshold_(s: torch.Tensor, tau: float, eps: float, graph: str) -> torch.Tensor:
-    """Eq. 1 in place on a block of cosine similarities: weighted keeps <fi, fj>, binary writes 1."""
-    keep = s > tau
+    """Eq. 1 in place on cosine similarities: weighted keeps <fi, fj> > tau, binary writes 1; else eps.
+
+    Binary: sign(s - tau) is exactly +1 iff s > tau (a float difference is 0 only for equal floats),
+    so clamping at eps < 1 gives {1, eps} in two passes over the matrix without a boolean temporary."""
     if graph == "binary":
-        s.fill_(eps).masked_fill_(keep, 1.0)
-    else:
-        s.masked_fill_(~keep, eps)
-    return s
+        return s.sub_(tau).sign_().clamp_(min=eps)
+    return torch.threshold_(s, tau, eps)
 
 
-def _build(features: np.ndarray, p: NCutParams, device, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Affinity (N, N) float32 built in row blocks, its float64 degrees, and whether it is uniform."""
+_WORKSPACE: dict[str, torch.Tensor] = {}
+
+
+def _square(n: int, device: torch.device) -> torch.Tensor:
+    """An (n, n) float32 buffer, the last one reused: mapping fresh pages for a new 34 MB matrix costs
+    as much as building it (README "Benchmarks"). One buffer at most is kept, so NCut still holds
+    exactly one N x N matrix."""
+    buf = _WORKSPACE.get("a")
+    if buf is None or buf.shape != (n, n) or buf.device != device:
+        _WORKSPACE.pop("a", None)
+        buf = _WORKSPACE["a"] = torch.empty((n, n), dtype=torch.float32, device=device)
+    return buf
+
+
+def _build(features: np.ndarray, p: NCutParams, device, out: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Affinity (N, N) float32 (into ``out`` when given), its float64 degrees, and whether it is uniform."""
     features = np.asarray(features, np.float32)
     _check(features)
     try:
         f = torch.as_tensor(l2_normalize(features), device=device)
     except ValueError as exc:
         raise NCutError(f"NCut input: {exc}") from None
-    n = f.shape[0]
-    a = torch.empty((n, n), dtype=torch.float32, device=device)
-    deg = torch.empty(n, dtype=torch.float64, device=device)
-    lo, hi = float("inf"), float("-inf")
-    for s in range(0, n, block):
-        rows = a[s:s + block]
-        torch.matmul(f[s:s + block], f.T, out=rows)
-        _threshold_(rows, p.tau, p.eps, p.graph)
-        deg[s:s + block] = rows.sum(1).double()
-        lo, hi = min(lo, float(rows.min())), max(hi, float(rows.max()))
-    return a, deg, lo == hi
+    a = torch.matmul(f, f.T, out=out)
+    _threshold_(a, p.tau, p.eps, p.graph)
+    lo, hi = torch.aminmax(a)
+    return a, a.sum(1).double(), bool(lo == hi)
 
 
 def affinity(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device = "cpu") -> torch.Tensor:
@@ -85,20 +94,43 @@ def _dense_pairs(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return lam, x * np.sqrt(np.diag(d))[:, None]  # u = D^1/2 x: orthonormal, as from the fast solver
 
 
-def _lanczos_pairs(m: torch.Tensor, u1: torch.Tensor, k: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k eigenpairs of M - u1 u1^T (M's trivial eigenvector deflated), as lambda = 1 - mu."""
-    n = m.shape[0]
+def _orthonormalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Orthonormal columns spanning w with ``basis`` projected out (twice, for float64 accuracy);
+    directions that vanish under the projection (an exhausted Krylov space) are dropped."""
+    scale = float(w.norm())
+    for _ in range(2):
+        w = w - basis @ (basis.T @ w)
+    u, sv, _ = torch.linalg.svd(w, full_matrices=False)
+    return u[:, sv > 1e-8 * scale]
 
-    def matvec(x: np.ndarray) -> np.ndarray:
-        v = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), device=m.device)
-        y = torch.mv(m, v).double() - u1 * torch.dot(u1, v.double())
-        return y.cpu().numpy()
 
-    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(0).standard_normal(n)  # fixed start vector: ARPACK is then deterministic
-    mu, u = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=v0, tol=tol)
-    order = np.argsort(-mu)
-    return 1.0 - mu[order], u[:, order]
+def _krylov_pairs(m: torch.Tensor, u1: torch.Tensor, k: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k eigenpairs of M on the complement of its trivial eigenvector u1, as lambda = 1 - mu.
+
+    Block Lanczos with full reorthogonalisation and Rayleigh-Ritz: each step multiplies M by a block
+    of KRYLOV_BLOCK vectors (one pass over the matrix, as costly as one vector while the product is
+    memory-bound), until every wanted Ritz pair has residual ||M u - mu u|| <= tol. A block as wide
+    as the largest eigenvalue cluster resolved keeps repeated eigenvalues whole. All in torch: one
+    thread pool (numpy's BLAS spinning beside torch's halves the speed on a CPU) and no host round
+    trip per product on a GPU. The start block is fixed, so the result is deterministic.
+    """
+    n, dev = m.shape[0], m.device
+    start = torch.randn(n, max(KRYLOV_BLOCK, k + 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = _orthonormalise(start.to(dev), u1[:, None])
+    basis, products = q[:, :0], q[:, :0]
+    for _ in range(KRYLOV_STEPS):
+        w = (m @ q.float()).double()
+        basis, products = torch.cat([basis, q], 1), torch.cat([products, w], 1)
+        h = basis.T @ products
+        mu, s = torch.linalg.eigh((h + h.T) / 2)
+        mu, s = mu.flip(0)[:k], s.flip(1)[:, :k]
+        u = basis @ s
+        q = _orthonormalise(w, torch.cat([u1[:, None], basis], 1))
+        converged = (products @ s - u * mu).norm(dim=0).max() <= tol
+        if (converged and len(mu) == k) or q.shape[1] == 0:  # q empty: Rayleigh-Ritz was exact
+            return 1.0 - mu.cpu().numpy(), u.cpu().numpy()
+    raise NCutError(f"NCut eigensolver: no convergence to ncut.degenerate_tol = {tol:g} in {KRYLOV_STEPS} "
+                    "block steps (float32 products resolve about 1e-6)")
 
 
 def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device | None = None
@@ -116,7 +148,7 @@ def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | to
     """
     degenerate_tol = p.degenerate_tol
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    a, deg, uniform = _build(features, p, device)
+    a, deg, uniform = _build(features, p, device, _square(len(features), device))
     n = a.shape[0]
     if uniform:
         return Fiedler(np.zeros(n), np.ones(1), True)
@@ -128,8 +160,7 @@ def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | to
         r = deg.rsqrt().float()
         a.mul_(r[:, None]).mul_(r[None, :])  # M = D^-1/2 A D^-1/2 in place: still one N x N matrix
         u1 = deg.sqrt() / deg.sqrt().norm()
-        tol = min(degenerate_tol, 1e-6) * 1e-3
-        pairs = lambda k: _lanczos_pairs(a, u1, k, tol)  # noqa: E731
+        pairs = lambda k: _krylov_pairs(a, u1, k, degenerate_tol)  # noqa: E731
     k = 2
     lam, u = pairs(k)
     while lam[-1] - lam[0] < degenerate_tol and k < min(MAX_CLUSTER, n - 2):

@@ -3,7 +3,8 @@ torchrun process groups.
 
 * :func:`stage` makes a click command that validates ``--params`` when it starts and hands the stage
   a :class:`~pipeline.params.ParamsView` of exactly the keys it declares (its DVC ``params:``); a
-  :class:`~pipeline.errors.PipelineError` anywhere becomes ``error: <one line>`` and exit status 2.
+  :class:`~pipeline.errors.PipelineError` anywhere becomes ``error: <one line>`` and exit status 2;
+  ``--timing FILE`` records where the stage's wall time went (:mod:`pipeline.timing`).
 * :func:`claim_dir` creates an output folder or reuses one this project made; it never removes a
   folder it did not create.
 * :func:`run_units` runs work units in a process pool with a progress bar, keeps every finished
@@ -31,7 +32,8 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
-from pipeline.files import atomic_write
+from pipeline import timing
+from pipeline.files import atomic_write, write_json
 from pipeline.params import ParamsView, load_params
 
 STAMP = ".selfment"  # marks a folder this project created; holds the fingerprint of its content
@@ -70,16 +72,23 @@ def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()
 
     def decorate(fn):
         @functools.wraps(fn)
-        def command(params_path: Path, **options):
+        def command(params_path: Path, timing_path: Path | None, **options):
+            startup = timing.process_age()
             try:
-                return fn(ParamsView(load_params(params_path), _declared(reads, options)), **options)
+                result = fn(ParamsView(load_params(params_path), _declared(reads, options)), **options)
             except PipelineError as exc:
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(2)
+            if timing_path is not None and int(os.environ.get("RANK", 0)) == 0:
+                write_json(timing_path, {"wall_s": round(timing.process_age(), 3), "startup_s": round(startup, 3),
+                                         **timing.sections()})
+            return result
 
         command.__click_params__ = list(getattr(fn, "__click_params__", []))
         cmd = click.option("--params", "params_path", default="params.yaml", show_default=True,
                            type=click.Path(dir_okay=False, path_type=Path), help="Parameters file.")(command)
+        cmd = click.option("--timing", "timing_path", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Write the stage's wall time (start-up, sections) here as JSON.")(cmd)
         cmd = click.command(name)(cmd)
         cmd.reads = reads
         return cmd

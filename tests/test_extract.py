@@ -193,3 +193,23 @@ def test_a_backbone_of_the_papers_width_extracts_in_bfloat16(tmp_path, write_pai
     patches, _ = b(torch.from_numpy(preprocess(image, 64))[None])
     np.testing.assert_allclose(st.features(1).astype(np.float32), patches[0].float().numpy(), atol=2e-2, rtol=2e-2)
     assert sum(p.numel() for p in Head(st.dim).parameters()) == 541_186
+
+
+@pytest.mark.slow
+def test_the_timing_file_splits_the_stage_into_start_up_forward_and_the_rest(tmp_path, tiny_model_dir, write_pairs,
+                                                                              write_params):
+    """A fresh process (as DVC runs it): start-up and the backbone forward are parts of the stage's wall time."""
+    import json
+    import sys
+    write_pairs(tmp_path / "ds", n=3)
+    params = write_params(tmp_path / "p.yaml", {
+        "data": {"train": {"dataset": {"root": str(tmp_path / "ds"), **DS}}},
+        "backbone": {"name": str(tiny_model_dir), "resolution": 56, "device": "cpu"}})
+    r = subprocess.run([sys.executable, "-m", "stages.cli", "extract", "--params", str(params), "--split", "train",
+                        "--out", str(tmp_path / "t.zarr"), "--timing", str(tmp_path / "time.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    t = json.loads((tmp_path / "time.json").read_text())
+    assert set(t) == {"wall_s", "startup_s", "forward_s"}
+    assert 0.2 < t["startup_s"] < t["wall_s"]  # importing torch alone takes longer than 0.2 s
+    assert 0 < t["forward_s"] < t["wall_s"] - t["startup_s"]

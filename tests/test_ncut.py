@@ -105,3 +105,26 @@ def test_fiedler_matches_the_generalised_eigenproblem(planted):
     x = fv.vector
     lam = fv.eigenvalues[0]
     np.testing.assert_allclose((d - a) @ x, lam * d @ x, atol=1e-5 * np.abs(d @ x).max())
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (2, 3), (3, 3), (3, 5), (16, 16)])
+def test_block_lanczos_equals_the_dense_solver_from_tiny_grids_to_many_block_steps(shape):
+    """Grids smaller than one block (the Krylov space is exhausted: Rayleigh-Ritz is exact) and a
+    noisy 256-patch grid that needs several block steps give the dense solver's eigenvalues and mask."""
+    rng = np.random.default_rng(sum(shape))
+    f = rng.standard_normal((*shape, 8)).astype(np.float32)
+    f[: shape[0] // 2 + 1, : shape[1] // 2 + 1, 0] += 2.0
+    dense, fd = ncut(f, NCutParams(solver="dense"), return_vector=True)
+    fast, ff = ncut(f, NCutParams(solver="lanczos"), return_vector=True)
+    assert not fd.degenerate and not ff.degenerate
+    np.testing.assert_allclose(ff.eigenvalues[:2], fd.eigenvalues[:2], atol=1e-6)
+    np.testing.assert_array_equal(fast, dense)
+
+
+def test_the_fast_solver_fails_clearly_when_it_does_not_converge(monkeypatch, planted):
+    import pipeline.ncut as module
+
+    monkeypatch.setattr(module, "KRYLOV_STEPS", 1)
+    f, _ = planted(noise=0.5)
+    with pytest.raises(NCutError, match="no convergence to ncut.degenerate_tol = 1e-06 in 1 block steps"):
+        ncut(f)

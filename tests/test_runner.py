@@ -90,3 +90,17 @@ def test_no_stage_option_is_an_abbreviation_of_a_torchrun_option():
             for o in p.opts if o.startswith("--")}
     assert ours and not {(o, t) for o in ours for t in theirs if t.startswith(o)}
     assert any(t.startswith("--log") for t in theirs)  # the clash this guards against is real
+
+
+def test_sections_add_up_and_the_process_age_runs_from_its_start():
+    import time
+
+    from pipeline import timing
+
+    for _ in range(2):
+        with timing.section("nap"):
+            time.sleep(0.05)
+    assert 0.1 <= timing.sections()["nap_s"] < 0.5
+    age = timing.process_age()
+    time.sleep(0.05)
+    assert 0.04 <= timing.process_age() - age < 0.5 and age > 0
