@@ -8,27 +8,23 @@ patch 16, 4 register tokens, LayerScale, RoPE settings) but ``--layers`` layers 
 ``save_pretrained`` in bfloat16, and runs the pipeline on a copy of this repository:
 ``selfment configure backbone/dinov3-vit7b16 data/demo`` with the saved directory as ``backbone.name``,
 training at 768 px and inference views ``predict.resolutions: [768, 1536]`` (the official code's
-inference size). Prints each stage's wall time (from DVC's "Running stage" lines), the peak RSS of the
+inference size). Prints each stage's wall time (its ``--timing`` file), the peak RSS of the
 largest process, the stores' bytes per image and the head's parameter count, as a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
+from dvc_run import project_copy, repro, timing_table
 from pipeline.backbone import vit7b16_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_model(path: Path, layers: int, hidden: int, heads: int, intermediate: int) -> None:
@@ -37,15 +33,6 @@ def build_model(path: Path, layers: int, hidden: int, heads: int, intermediate: 
     cfg = vit7b16_config(layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=intermediate)
     torch.manual_seed(0)
     DINOv3ViTModel(cfg).to(torch.bfloat16).eval().save_pretrained(path)
-
-
-def project_copy(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if not f.startswith(("data/", "dvc.lock")) and (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
 
 
 def du(path: Path) -> int:
@@ -79,20 +66,8 @@ def main() -> None:
     p["train"]["device"] = "cpu"
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
-    stages, current, start = {}, None, time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        m = re.match(r"Running stage '([^']+)'", line)
-        if m:
-            now = time.perf_counter()
-            if current:
-                stages[current] = now - stages[current]
-            current, stages[m.group(1)] = m.group(1), now
-    if proc.wait() != 0:
-        sys.exit(f"dvc repro failed in {repo}")
-    total = time.perf_counter() - start
-    if current:
-        stages[current] = time.perf_counter() - stages[current]
+    total = repro(repo, work / "repro.log")
+    table, summary = timing_table(repo, total)
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     feats = repo / "data/features"
     stores = {str(s.relative_to(feats)): du(s) / a.n_images for s in sorted(feats.rglob("*.zarr"))}
@@ -102,13 +77,11 @@ def main() -> None:
         head = sum(fh.get_tensor(k).numel() for k in fh.keys())
     print(f"\n{a.n_images} demo images, {a.layers} layers of ViT-7B/16 width, bfloat16, "
           f"{torch.get_num_threads()} threads: dvc repro {total:.0f} s, peak RSS {rss:.1f} GiB, head {head:,} parameters\n")
-    print("| stage | wall s |\n|---|---|")
-    for name, s in stages.items():
-        print(f"| `{name}` | {s:.1f} |")
+    print(table)
     print("\n| store | MB per image |\n|---|---|")
     for name, b in stores.items():
         print(f"| `{name}` | {b / 1e6:.2f} |")
-    print(json.dumps({"seconds": total, "stages": stages, "peak_rss_gib": rss, "store_bytes_per_image": stores,
+    print(json.dumps({**summary, "peak_rss_gib": rss, "store_bytes_per_image": stores,
                       "head_parameters": head}))
 
 

@@ -65,6 +65,10 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
               "plots/figures/pr_demo.png", "plots/figures/ipo_convergence.png", "plots/figures/train_loss.png",
               "models/head.safetensors", "data/predictions/demo/head"]:
         assert (project / f).exists(), f
+    for stage in ALL_STAGES:  # every stage records where its wall time went (README "Benchmarks")
+        t = json.loads((project / f"metrics/timing/{stage.replace('@', '.')}.json").read_text())
+        assert 0 < t["startup_s"] < t["wall_s"]
+        assert (0 < t["forward_s"] < t["wall_s"]) == stage.startswith(("extract_train", "extract_eval")), stage
     again = run(["dvc", "repro"], project)
     assert "Running stage" not in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
@@ -173,3 +177,25 @@ def test_inference_views_and_self_training_rerun_only_what_they_must(project):
     assert ran(out) == {"self_train", "predict_head@demo", "evaluate@demo", "report"}
     log = pd.read_csv(project / "plots/self_train_loss.csv")
     assert len(log) > 0 and set(log["round"]) == {2}
+
+
+def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_dir, write_pairs):
+    """benchmarks/real_duts.py on a small DUTS-TR-layout set: dvc repro in a copy of the project, the
+    results table, and the per-stage times adding up to the run."""
+    import sys
+
+    duts = write_pairs(tmp_path / "DUTS-TR", n=7, size=(70, 50), images="DUTS-TR-Image", masks="DUTS-TR-Mask")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/real_duts.py"), "--duts", str(duts),
+                        "--backbone", str(tiny_model_dir), "--resolution", "112", "--train-size", "4",
+                        "--eval-size", "3", "--work", str(tmp_path / "w")], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, DVC_NO_ANALYTICS="1"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "NCut + IPO" in r.stdout and "overhead (all but the forward)" in r.stdout
+    summary = json.loads((tmp_path / "w/timing.json").read_text())
+    per_set = ("extract_eval", "extract_views", "predict_bipartitions", "predict_head", "evaluate")
+    assert set(summary["stages"]) == {"extract_train", "pseudo_masks", "train", "self_train", "report",
+                                      *(f"{s}.duts_eval" for s in per_set)}
+    stage_time = sum(t["wall_s"] for t in summary["stages"].values())
+    assert 0 < summary["forward_s"] < stage_time < summary["seconds"]
+    assert summary["dvc_s"] == pytest.approx(summary["seconds"] - stage_time)
+    assert len(FeatureStore(tmp_path / "w/repo/data/features/eval/duts_eval.zarr")) == 3
