@@ -40,7 +40,8 @@ def repro(repo: Path, log: Path) -> float:
 def timing_table(repo: Path, total: float) -> tuple[str, dict]:
     """Markdown table of every stage's wall time, start-up and backbone forward, DVC's own share, and
     the overhead (everything but the forward) as a share of the whole ``dvc repro``."""
-    rows = {p.stem: json.loads(p.read_text()) for p in sorted((repo / "metrics/timing").glob("*.json"))}
+    files = sorted((repo / "metrics/timing").glob("*.json"), key=lambda p: p.stat().st_mtime)  # in run order
+    rows = {p.stem: json.loads(p.read_text()) for p in files}
     forward = sum(r.get("forward_s", 0.0) for r in rows.values())
     dvc = total - sum(r["wall_s"] for r in rows.values())
     lines = ["| stage | wall s | start-up s | backbone forward s | share of the run |", "|---|---|---|---|---|"]
