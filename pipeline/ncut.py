@@ -125,9 +125,10 @@ def _krylov_pairs(m: torch.Tensor, u1: torch.Tensor, k: int, tol: float) -> tupl
         mu, s = torch.linalg.eigh((h + h.T) / 2)
         mu, s = mu.flip(0)[:k], s.flip(1)[:, :k]
         u = basis @ s
+        if len(mu) == k and (products @ s - u * mu).norm(dim=0).max() <= tol:
+            return 1.0 - mu.cpu().numpy(), u.cpu().numpy()
         q = _orthonormalise(w, torch.cat([u1[:, None], basis], 1))
-        converged = (products @ s - u * mu).norm(dim=0).max() <= tol
-        if (converged and len(mu) == k) or q.shape[1] == 0:  # q empty: Rayleigh-Ritz was exact
+        if q.shape[1] == 0:  # the Krylov space is exhausted: Rayleigh-Ritz was exact
             return 1.0 - mu.cpu().numpy(), u.cpu().numpy()
     raise NCutError(f"NCut eigensolver: no convergence to ncut.degenerate_tol = {tol:g} in {KRYLOV_STEPS} "
                     "block steps (float32 products resolve about 1e-6)")
