@@ -4,8 +4,9 @@
         [--device cuda] [--dtype bfloat16] [--images-per-shard 16]
 
 Runs the real extraction (decode + resize threads, forward, background shard writes) on the first
-``--n`` DUTS-TR images with the given backbone, timing the backbone calls inside it; then
-re-writes the same features with each codec to compare size and write speed. Overhead is
+``--n`` DUTS-TR images with the given backbone, timing its forward section (the model and the copy
+to host memory, as in ``--timing``); then re-writes the same features with each codec to compare
+size and write speed. Overhead is
 (stage time - forward time) / forward time, measured in the same process.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import timing
 from pipeline.backbone import backbone_info, load_backbone
 from pipeline.datasets import resolve, validate
 from pipeline.extract import extract_dataset, make_spec
@@ -32,22 +34,6 @@ CODECS = {
     "blosc-zstd": CompressorParams(name="blosc", cname="zstd", clevel=3),
     "zstd-1": CompressorParams(name="zstd", clevel=1),
 }
-
-
-class TimedBackbone:
-    def __init__(self, b):
-        self.b, self.seconds = b, 0.0
-
-    def __getattr__(self, name):
-        return getattr(self.b, name)
-
-    def __call__(self, x):
-        t = time.perf_counter()
-        out = self.b(x)
-        if out[0].is_cuda:
-            torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - t
-        return out
 
 
 def du(path: Path) -> int:
@@ -68,13 +54,13 @@ def main() -> None:
 
     samples = resolve(DatasetSpec(root=a.data, preset="DUTS-TR"))[: a.n]
     validate(samples, backbone_info(a.model).patch_size)
-    backbone = TimedBackbone(load_backbone(a.model, a.dtype, a.device))
+    backbone = load_backbone(a.model, a.dtype, a.device)
     tmp = Path(tempfile.mkdtemp())
     spec = make_spec(samples, backbone, View(a.resolution), a.images_per_shard, CODECS["blosc-lz4"], a.dtype)
     t = time.perf_counter()
     extract_dataset(samples, backbone, tmp / "f.zarr", spec, batch_size=a.batch_size, progress=False)
     stage = time.perf_counter() - t
-    fwd = backbone.seconds
+    fwd = timing.sections()["forward_s"]  # the extract code's own forward section
     print(f"{a.n} images at {a.resolution} px, {torch.get_num_threads()} threads, device {backbone.device}")
     print(f"forward {fwd:.1f} s ({fwd / a.n * 1000:.0f} ms/img), stage {stage:.1f} s ({a.n / stage:.2f} images/s); "
           f"overhead (stage - forward) / forward = {(stage - fwd) / fwd:.1%}")
