@@ -26,5 +26,6 @@ def save_mask(prob: np.ndarray, threshold: float, path: Path | str) -> None:
 
 
 def save_png(prob: np.ndarray, path: Path | str) -> None:
-    """Write a saliency map as an 8-bit grayscale PNG (atomically: never a half-written file)."""
-    atomic_write(path, lambda f: Image.fromarray(to_uint8(prob), mode="L").save(f, format="PNG"))
+    """Write a saliency map as an 8-bit grayscale PNG (atomically: never a half-written file). zlib level 1:
+    twice as fast as Pillow's default 6 for files ~20% larger (README "Benchmarks")."""
+    atomic_write(path, lambda f: Image.fromarray(to_uint8(prob), mode="L").save(f, format="PNG", compress_level=1))

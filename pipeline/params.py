@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import PipelineError
-from pipeline.presets import PRESETS
+from pipeline.presets import COD_PRESETS, PRESETS
 
 RUNTIME = {"runtime": True}
 METHODS = ("cls", "kmeans", "ncut", "ncut_ipo")  # bipartitions of paper Tables 3-4
@@ -66,10 +66,17 @@ class DatasetSpec(Group):
 
 class EvalSet(DatasetSpec):
     """An evaluation set: a dataset, optionally its first ``first`` pairs (sorted stems) and its own single
-    input resolution (default ``predict.resolutions``): the same data at several resolutions are several sets."""
+    input resolution (default ``predict.resolutions``): the same data at several resolutions are several sets.
+    ``cod_metrics``: also score it with PySODMetrics' COD metrics (S_m, F_w, E_xi, MAE); by default only the
+    COD benchmarks are, as in the paper (Table 1: F_max, IoU, Acc on SOD sets; Table 2: COD metrics)."""
 
     first: int | None = Field(None, ge=1)
     resolution: int | None = Field(None, gt=0)
+    cod_metrics: bool | None = None
+
+    @property
+    def scores_cod(self) -> bool:
+        return self.preset in COD_PRESETS if self.cod_metrics is None else self.cod_metrics
 
 
 class TrainData(Group):
@@ -163,6 +170,7 @@ class TrainParams(Group):
     rounds: int = Field(1, ge=1)                     # 1 = the paper; R > 1: R - 1 self-training rounds
     round_threshold: float = Field(0.5, gt=0, lt=1)  # p > threshold: a patch's label for the next round
     device: str = _runtime("auto", pattern=DEVICE_PATTERN)
+    cache_gb: float = _runtime(4.0, ge=0)            # keep decoded features in memory when the store fits
 
 
 class PredictParams(Group):
@@ -185,6 +193,7 @@ class PredictParams(Group):
 
 class EvaluateParams(Group):
     workers: int = _runtime(2, ge=1)
+    chunk_size: int = _runtime(32, ge=1)
 
 
 class Params(Group):

@@ -19,3 +19,4 @@ PRESETS: dict[str, list[tuple[str, str]]] = {
     "COD10K": [("Test/Image", "Test/GT_Object")] + _COMMON,
     "NC4K": [("Imgs", "GT")] + _COMMON,
 }
+COD_PRESETS = ("CHAMELEON", "CAMO", "COD10K", "NC4K")  # the camouflaged-object benchmarks (paper Table 2)

@@ -18,14 +18,13 @@ METHOD_NAMES = {"cls": "CLS token", "kmeans": "k-means", "ncut": "NCut", "ncut_i
 
 
 def results_table(results: dict[str, dict]) -> pd.DataFrame:
-    """Rows (dataset, method), columns SOD then COD metrics, from {dataset: evaluate JSON}."""
-    rows = []
-    for dataset, res in results.items():
-        for method, title in METHOD_NAMES.items():
-            if method in res:
-                cols = {**SOD_COLUMNS, **COD_COLUMNS}
-                rows.append({"dataset": dataset, "method": title, **{c: res[method][k] for k, c in cols.items()}})
-    return pd.DataFrame(rows).set_index(["dataset", "method"])
+    """Rows (dataset, method), columns SOD then COD metrics, from {dataset: evaluate JSON}; COD columns
+    only when some set was scored with them (empty for the others)."""
+    cols = {**SOD_COLUMNS, **COD_COLUMNS}
+    rows = [{"dataset": dataset, "method": title, **{c: res[method].get(k) for k, c in cols.items()}}
+            for dataset, res in results.items() for method, title in METHOD_NAMES.items() if method in res]
+    table = pd.DataFrame(rows).set_index(["dataset", "method"])
+    return table.drop(columns=[c for c in COD_COLUMNS.values() if table[c].isna().all()])
 
 
 def to_markdown(table: pd.DataFrame) -> str:

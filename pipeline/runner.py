@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 from pydantic import BaseModel
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
@@ -74,6 +75,7 @@ def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()
         @functools.wraps(fn)
         def command(params_path: Path, timing_path: Path | None, **options):
             startup = timing.process_age()
+            one_blas_thread()
             try:
                 result = fn(ParamsView(load_params(params_path), _declared(reads, options)), **options)
             except PipelineError as exc:
@@ -212,11 +214,19 @@ class Work:
 _WORK: Work | None = None
 
 
+def one_blas_thread() -> None:
+    """numpy/scipy's BLAS at one thread in this process: torch owns the cores. OpenBLAS threads
+    busy-wait after each call, so its pool beside torch's (or beside another process's) halves the
+    speed of both; the bipartition stages ran 2.6x slower with two pools (README "Benchmarks")."""
+    threadpool_limits(1, user_api="blas")
+
+
 def _start(work: Work, threads: int) -> None:
     global _WORK
     import torch
 
     torch.set_num_threads(threads)
+    threadpool_limits(threads)  # BLAS and OpenMP pools alike: a worker is one of several processes
     work.open()
     _WORK = work
 

@@ -188,6 +188,7 @@ class FeatureStore:
         self.grid: tuple[int, int] = tuple(self.attrs["grid"])
         self.dim: int = int(self.attrs["dim"])
         self._features = self.root["features"]
+        self._cls: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -197,7 +198,10 @@ class FeatureStore:
         return self._features[i].reshape(*self.grid, self.dim)
 
     def cls(self, i: int) -> np.ndarray:
-        return self.root["cls"][i]
+        """(d,) float16 CLS token of image ``i`` (all of them are read at the first call: n x d is small)."""
+        if self._cls is None:
+            self._cls = self.root["cls"][:]
+        return self._cls[i]
 
     def sizes(self) -> np.ndarray:
         """(n, 2) original (height, width) of every image."""

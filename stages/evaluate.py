@@ -1,6 +1,7 @@
 """Stage evaluate: predictions of one evaluation set vs its ground truth -> metrics JSON + PR curves."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -12,21 +13,30 @@ from pipeline import datasets, metrics
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_write, write_json
 from pipeline.params import MAP_METHODS
-from pipeline.runner import STAMP, Resume, Unit, Work, fingerprint, run_units, stage
+from pipeline.runner import STAMP, Resume, Work, chunked, fingerprint, run_units, stage
 
 
+@dataclass
 class ScoreWork(Work):
-    """Per-image scores (:func:`pipeline.metrics.image_scores`) of every method's map of one image."""
+    """Per-image scores (:func:`pipeline.metrics.image_scores`) of every method's map, image by image:
+    ``pairs[i]`` = (ground-truth mask, one map per method)."""
 
-    def __call__(self, gt_path: str, pred_paths: list[str]) -> list[dict]:
-        gt = datasets.load_mask(gt_path)
+    pairs: list[tuple[str, list[str]]]
+    cod: bool
+
+    def __call__(self, indices: list[int]) -> list[list[dict]]:
         out = []
-        for path in pred_paths:
-            pred = np.asarray(Image.open(path).convert("L"))
-            if pred.shape != gt.shape:
-                raise PipelineError(f"{path}: prediction is {pred.shape[::-1]} but the mask {gt_path} is "
-                                    f"{gt.shape[::-1]} (width x height)")
-            out.append(metrics.image_scores(pred, gt, cod=True))
+        for i in indices:
+            gt_path, pred_paths = self.pairs[i]
+            gt = datasets.load_mask(gt_path)
+            scores = []
+            for path in pred_paths:
+                pred = np.asarray(Image.open(path).convert("L"))
+                if pred.shape != gt.shape:
+                    raise PipelineError(f"{path}: prediction is {pred.shape[::-1]} but the mask {gt_path} is "
+                                        f"{gt.shape[::-1]} (width x height)")
+                scores.append(metrics.image_scores(pred, gt, cod=self.cod))
+            out.append(scores)
         return out
 
 
@@ -38,21 +48,26 @@ class ScoreWork(Work):
 @click.option("--per-image", type=click.Path(path_type=Path), required=True,
               help="CSV of every image's IoU and F_max (B) per method.")
 def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, per_image: Path) -> None:
-    """F_max (conventions A and B), IoU, Acc and the PySODMetrics COD metrics per method; resumable."""
-    samples = [s for s in datasets.eval_samples(p.data.eval[name]) if s.mask is not None]
+    """F_max (conventions A and B), IoU, Acc per method, and PySODMetrics' COD metrics where the set asks
+    for them (``cod_metrics``: by default the COD benchmarks, as in the paper); resumable."""
+    spec = p.data.eval[name]
+    samples = [s for s in datasets.eval_samples(spec) if s.mask is not None]
     if not samples:
         raise PipelineError(f"evaluation set {name!r} has no ground-truth masks to evaluate against")
-    units = []
+    pairs = []
     for s in samples:
         paths = [predictions / m / f"{s.stem}.png" for m in MAP_METHODS]
         missing = [str(q) for q in paths if not q.exists()]
         if missing:
             raise PipelineError(f"{missing[0]}: prediction missing (run the predict stage)")
-        units.append(Unit(s.stem, (str(s.mask), [str(q) for q in paths])))
+        pairs.append((str(s.mask), [str(q) for q in paths]))
     made_with = [(predictions / m / STAMP).read_text() if (predictions / m / STAMP).is_file() else None
                  for m in MAP_METHODS]
-    resume = Resume(metrics_path, fingerprint(made_with, units))
-    scored = run_units(ScoreWork(), units, resume, workers=p.evaluate.workers, desc=f"evaluate {name}")
+    work = ScoreWork(pairs, spec.scores_cod)
+    units = chunked(range(len(pairs)), p.evaluate.chunk_size)
+    resume = Resume(metrics_path, fingerprint(made_with, pairs, work.cod, units))
+    scored = [s for part in run_units(work, units, resume, workers=p.evaluate.workers, desc=f"evaluate {name}")
+              for s in part]
     result, table = {"n_images": len(samples)}, {"stem": [s.stem for s in samples]}
     for k, m in enumerate(MAP_METHODS):
         scores = [s[k] for s in scored]

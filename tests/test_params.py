@@ -59,6 +59,16 @@ def test_paper_config_is_the_papers_setup():
     assert set(p.data.eval) == {"ECSSD", "DUTS-TE", "HKU-IS", "PASCAL-S", "CHAMELEON", "CAMO", "COD10K", "NC4K"}
     assert all(spec.preset in PRESETS for spec in p.data.eval.values())
     assert "--nproc_per_node=8" in p.launch
+    # paper protocol: Table 1's F_max / IoU / Acc on the SOD sets, Table 2's COD metrics on the COD sets
+    assert {n for n, s in p.data.eval.items() if s.scores_cod} == {"CHAMELEON", "CAMO", "COD10K", "NC4K"}
+
+
+def test_a_set_can_ask_for_the_cod_metrics_or_drop_them():
+    from pipeline.params import EvalSet
+
+    assert EvalSet(root="x", images="i").scores_cod is False
+    assert EvalSet(root="x", images="i", cod_metrics=True).scores_cod is True
+    assert EvalSet(root="x", preset="CAMO", cod_metrics=False).scores_cod is False
 
 
 @pytest.mark.parametrize("data", [PARAMS, PAPER], ids=["params", "paper"])

@@ -23,6 +23,15 @@ def test_table_rows_are_dataset_x_method_in_the_papers_order_with_every_column()
     assert "F_max (A, dataset)" in table.columns and "maxFm (C)" in table.columns  # never merged
 
 
+def test_cod_columns_appear_only_when_some_set_has_them():
+    sod_only = {k: 0.5 for k in SOD_COLUMNS}
+    assert list(results_table({"DUTS-TE": {"head": sod_only}}).columns) == list(SOD_COLUMNS.values())
+    mixed = results_table({"DUTS-TE": {"head": sod_only}, "CAMO": {"head": scores(0.7)}})
+    assert list(mixed.columns) == [*SOD_COLUMNS.values(), *COD_COLUMNS.values()]
+    assert mixed.loc[("DUTS-TE", "Selfment head"), "S_m"] != mixed.loc[("DUTS-TE", "Selfment head"), "S_m"]  # NaN
+    assert mixed.loc[("CAMO", "Selfment head"), "S_m"] == 0.7
+
+
 def test_markdown_shows_sod_columns_as_percentages_and_cod_as_fractions():
     md = to_markdown(results_table({"DUTS-TE": {"head": scores(0.8512)}}))
     row = next(line for line in md.splitlines() if "Selfment head" in line)

@@ -52,6 +52,25 @@ def test_a_process_pool_gives_the_same_results_and_reports_unit_errors(tmp_path)
         run_units(Square(fail_on=4), units(), Resume(tmp_path / "b", "k"), workers=2)
 
 
+class ThreadPools(Work):
+    """The sizes of this process's thread pools: torch's, and numpy's BLAS."""
+
+    def __call__(self, _):
+        import torch
+        from threadpoolctl import threadpool_info
+
+        return torch.get_num_threads(), {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+@pytest.mark.slow
+def test_pool_workers_run_one_thread_each_and_a_stage_keeps_blas_at_one(tmp_path):
+    from pipeline.runner import one_blas_thread
+
+    assert run_units(ThreadPools(), units(2), Resume(tmp_path / "a", "k"), workers=2) == [(1, {1})] * 2
+    one_blas_thread()
+    assert ThreadPools()(0)[1] == {1}
+
+
 def test_chunks_cover_the_indices_in_order():
     c = chunked(range(7), 3)
     assert [u.args[0] for u in c] == [[0, 1, 2], [3, 4, 5], [6]] and [u.size for u in c] == [3, 3, 1]

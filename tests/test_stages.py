@@ -129,7 +129,16 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
         "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"))
     result = yaml.safe_load((root / "e.json").read_text())
-    assert set(result["head"]) >= {"fmax_image", "fmax_dataset", "sm", "mae"}
+    assert set(result["head"]) == {"fmax_image", "fmax_dataset", "iou", "acc"}  # a SOD set: paper Table 1's metrics
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["data"]["eval"]["ds"]["cod_metrics"] = True
+    (root / "cod.yaml").write_text(yaml.safe_dump(p))
+    CliRunner().invoke(main, ["evaluate", "--params", str(root / "cod.yaml"), "--name", "ds", "--predictions", str(out),
+                              "--metrics", str(root / "cod.json"), "--pr", str(root / "pr_cod"),
+                              "--per-image", str(root / "cod.csv")], catch_exceptions=False)
+    with_cod = yaml.safe_load((root / "cod.json").read_text())
+    assert set(with_cod["head"]) > {"sm", "wfm", "em_mean", "mae"}
+    assert {k: with_cod["head"][k] for k in result["head"]} == result["head"]
     per_image = pd.read_csv(root / "e.csv", index_col="stem")
     assert list(per_image.index) == [f"im{i:02d}" for i in range(6)]
     assert per_image["head_iou"].mean() == pytest.approx(result["head"]["iou"], abs=1e-6)

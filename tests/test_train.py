@@ -12,7 +12,7 @@ from pipeline.errors import PipelineError
 from pipeline.head import Head, fg_prob
 from pipeline.losses import total_loss
 from pipeline.params import TrainParams
-from pipeline.train import HeadLabelled, rank_order, self_train, train_head
+from pipeline.train import HeadLabelled, Labelled, rank_order, self_train, train_head
 
 torch.set_num_threads(1)
 
@@ -167,3 +167,32 @@ def test_self_training_round_trains_on_the_previous_heads_labels():
     assert same is h1 and log1 == []
     strict = HeadLabelled(Images(images), h1, threshold=0.999)
     assert sum(m.sum() for m in strict.masks) < sum(m.sum() for m in labelled.masks)
+
+
+class CountingStore(Images):
+    """Images with a grid, counting feature reads."""
+
+    def __init__(self, images, grid):
+        super().__init__(images)
+        self.grid, self.reads = grid, 0
+
+    def features(self, i):
+        self.reads += 1
+        return super().features(i)
+
+
+@pytest.mark.parametrize("keep_bytes, reads", [(0, 3 * 8), (8 * 64 * 16 * 2, 8), (8 * 64 * 16 * 2 - 1, 3 * 8)])
+def test_features_are_kept_in_memory_only_when_the_whole_store_fits(keep_bytes, reads):
+    images = synth(n=8)   # 8 images of 64 patches x 16 dims: 16 KiB in float16
+    store = CountingStore(images, (8, 8))
+    labelled = Labelled(store, [y for _, y in images], keep_bytes)
+    head, _ = train_head(labelled, dim=16, progress=False)
+    assert store.reads == reads
+    reference, _ = train_head(images, dim=16, progress=False)
+    for a, b in zip(head.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_training_flushes_subnormal_floats_to_zero():
+    train_head(synth(n=2), dim=16, train=TrainParams(epochs=1), progress=False)
+    assert float(torch.tensor(1e-39) * torch.tensor(1.0)) == 0.0
