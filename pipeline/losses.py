@@ -80,7 +80,8 @@ def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self
         return z.sum() * 0.0
     z = F.normalize(z, dim=1)
     self_sim = (z * z).sum(1) / temperature
-    class_sum = torch.stack([z[~y].sum(0), z[y].sum(0)])[y.long()]       # (N, E): sum of z over i's class
+    onehot = torch.stack([~y, y], 1).to(z.dtype)                          # (N, 2): background, foreground
+    class_sum = onehot @ (onehot.T @ z)   # (N, E): sum of z over i's class (products: indexing's backward is a slow scatter)
     positives = ((z * class_sum).sum(1) / temperature - self_sim) / torch.where(y, n_fg - 1, n - n_fg - 1)
     return _MeanRowLogSumExp.apply(z, temperature, include_self) - positives.mean()
 

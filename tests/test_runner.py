@@ -71,6 +71,26 @@ def test_pool_workers_run_one_thread_each_and_a_stage_keeps_blas_at_one(tmp_path
     assert ThreadPools()(0)[1] == {1}
 
 
+class Pid(Work):
+    """The id of the process that computed the unit (after a short nap, so no process takes them all)."""
+
+    def __call__(self, _):
+        import os
+        import time
+
+        time.sleep(0.3)
+        return os.getpid()
+
+
+@pytest.mark.slow
+def test_this_process_works_beside_the_pool_from_the_back_of_the_list(tmp_path):
+    import os
+
+    pids = run_units(Pid(), units(8), Resume(tmp_path / "p", "k"), workers=2)
+    assert pids[-1] == os.getpid() and pids[0] != os.getpid()
+    assert len(set(pids)) == 2 and sorted(pids, key=lambda p: p == os.getpid()) == pids  # pool: a prefix
+
+
 def test_chunks_cover_the_indices_in_order():
     c = chunked(range(7), 3)
     assert [u.args[0] for u in c] == [[0, 1, 2], [3, 4, 5], [6]] and [u.size for u in c] == [3, 3, 1]
