@@ -4,12 +4,13 @@ torchrun process groups.
 * :func:`stage` makes a click command that validates ``--params`` when it starts and hands the stage
   a :class:`~pipeline.params.ParamsView` of exactly the keys it declares (its DVC ``params:``); a
   :class:`~pipeline.errors.PipelineError` anywhere becomes ``error: <one line>`` and exit status 2;
-  ``--timing FILE`` records where the stage's wall time went (:mod:`pipeline.timing`).
+  ``--timing FILE`` records where the stage's wall time went (:mod:`pipeline.timing`); numpy/scipy's
+  BLAS runs one thread (:func:`one_blas_thread`: torch owns the cores).
 * :func:`claim_dir` creates an output folder or reuses one this project made; it never removes a
   folder it did not create.
-* :func:`run_units` runs work units in a process pool with a progress bar, keeps every finished
-  unit's result in a state folder beside the output (:class:`Resume`), and skips finished units
-  when an interrupted run is started again.
+* :func:`run_units` runs work units in this process and a pool beside it, one thread each, with a
+  progress bar, keeps every finished unit's result in a state folder beside the output
+  (:class:`Resume`), and skips finished units when an interrupted run is started again.
 """
 from __future__ import annotations
 
