@@ -80,8 +80,10 @@ def contrastive_loss(z: torch.Tensor, y, temperature: float = 0.05, include_self
         return z.sum() * 0.0
     z = F.normalize(z, dim=1)
     self_sim = (z * z).sum(1) / temperature
-    onehot = torch.stack([~y, y], 1).to(z.dtype)                          # (N, 2): background, foreground
-    class_sum = onehot @ (onehot.T @ z)   # (N, E): sum of z over i's class (products: indexing's backward is a slow scatter)
+    # (N, E): sum of z over i's class, by products: indexing's backward is a scatter-add, slow and summed
+    # in a different order on every call (training runs would differ)
+    onehot = torch.stack([~y, y], 1).to(z.dtype)   # (N, 2): background, foreground
+    class_sum = onehot @ (onehot.T @ z)
     positives = ((z * class_sum).sum(1) / temperature - self_sim) / torch.where(y, n_fg - 1, n - n_fg - 1)
     return _MeanRowLogSumExp.apply(z, temperature, include_self) - positives.mean()
 

@@ -142,3 +142,21 @@ def test_total_loss_weights():
     assert parts["con"] is None and total.item() == pytest.approx(b + d, rel=1e-6)
     total, parts = total_loss(logits, z, y, LossParams(w_bce=0.0, w_dice=0.0))
     assert parts["bce"] is None and parts["dice"] is None and total.item() == pytest.approx(0.1 * c, rel=1e-6)
+
+
+def test_the_contrastive_gradient_is_the_same_on_every_call():
+    """Indexing by labels had a backward (a parallel scatter-add) whose sums came out in a different order
+    on every call, so training runs differed; the class sums are products now."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        z0, y = torch.randn(2048, 128, generator=g), torch.rand(2048, generator=g) < 0.3
+        grads = set()
+        for _ in range(8):
+            z = z0.clone().requires_grad_()
+            contrastive_loss(z, y).backward()
+            grads.add(z.grad.numpy().tobytes())
+        assert len(grads) == 1
+    finally:
+        torch.set_num_threads(threads)
