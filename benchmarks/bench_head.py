@@ -31,7 +31,7 @@ from pipeline.train import PseudoLabelled, train_head
 
 
 def training(store: FeatureStore, pseudo: str, epochs: int, device: torch.device) -> dict:
-    images = PseudoLabelled(store, pseudo, "ncut_ipo", keep_bytes=int(TrainParams().cache_gb * 2**30))  # as the stage
+    images = PseudoLabelled(store, pseudo, "ncut_ipo", keep_gb=TrainParams().cache_gb)  # as the stage
     t = time.perf_counter()
     _, log = train_head(images, dim=store.dim, train=TrainParams(epochs=epochs), progress=False, device=device)
     s = time.perf_counter() - t

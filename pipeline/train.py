@@ -25,12 +25,12 @@ from pipeline.store import FeatureStore
 class Labelled:
     """images[i] -> ((N, d) cached features of ``store``, read lazily; (N,) labels ``masks[i]``).
 
-    When the decoded features of the whole store fit in ``keep_bytes``, each image read is kept, so
+    When the decoded features of the whole store fit in ``keep_gb`` GiB, each image read is kept, so
     epochs after the first decode nothing (decoding is most of a step's read time)."""
 
-    def __init__(self, store: FeatureStore, masks, keep_bytes: int = 0):
+    def __init__(self, store: FeatureStore, masks, keep_gb: float = 0):
         self.store, self.masks = store, masks
-        fits = keep_bytes and len(store) * math.prod(store.grid) * store.dim * 2 <= keep_bytes  # float16
+        fits = keep_gb and len(store) * math.prod(store.grid) * store.dim * 2 <= keep_gb * 2**30  # float16
         self._kept: dict[int, np.ndarray] | None = {} if fits else None
 
     def __len__(self) -> int:
@@ -51,7 +51,7 @@ class Labelled:
 class PseudoLabelled(Labelled):
     """The pseudo-masks of ``method`` (stage pseudo_masks) as labels."""
 
-    def __init__(self, store: FeatureStore, pseudo_path: Path, method: str, keep_bytes: int = 0):
+    def __init__(self, store: FeatureStore, pseudo_path: Path, method: str, keep_gb: float = 0):
         with np.load(pseudo_path) as z:
             if method not in z.files:
                 raise PipelineError(f"{pseudo_path}: no {method!r} masks (pseudo.method must be one of "
@@ -59,7 +59,7 @@ class PseudoLabelled(Labelled):
             if list(z["stems"]) != store.stems:
                 raise PipelineError(f"{pseudo_path}: its images differ from {store.path}; rerun pseudo_masks")
             masks = z[method]
-        super().__init__(store, masks, keep_bytes)
+        super().__init__(store, masks, keep_gb)
 
 
 class HeadLabelled(Labelled):
@@ -67,8 +67,8 @@ class HeadLabelled(Labelled):
     self-training round (README "Beyond the paper"), computed once, here. ``store`` is a
     :class:`FeatureStore` or anything with ``len``, ``features(i)`` and ``dim``."""
 
-    def __init__(self, store: FeatureStore, head: Head, threshold: float, keep_bytes: int = 0):
-        super().__init__(store, [], keep_bytes)
+    def __init__(self, store: FeatureStore, head: Head, threshold: float, keep_gb: float = 0):
+        super().__init__(store, [], keep_gb)
         self.masks = [(patch_probs(head, self.features(i)) > threshold).cpu().numpy() for i in range(len(store))]
 
 
@@ -149,7 +149,7 @@ def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams()
     return net.eval(), log
 
 
-def self_train(store: FeatureStore, first: Head, rounds: int, threshold: float, keep_bytes: int = 0,
+def self_train(store: FeatureStore, first: Head, rounds: int, threshold: float, keep_gb: float = 0,
                **kwargs) -> tuple[Head, list[dict]]:
     """Rounds 2..``rounds`` of self-training (as SelfMask and FOUND do): each round trains a fresh head
     (:func:`train_head` with ``kwargs``) on the previous head's labels (:class:`HeadLabelled`) of the same
@@ -157,6 +157,6 @@ def self_train(store: FeatureStore, first: Head, rounds: int, threshold: float, 
     carry ``round``); ``rounds == 1`` returns ``first`` itself (the paper: one round)."""
     head, log = first, []
     for r in range(2, rounds + 1):
-        head, entries = train_head(HeadLabelled(store, head, threshold, keep_bytes), dim=store.dim, **kwargs)
+        head, entries = train_head(HeadLabelled(store, head, threshold, keep_gb), dim=store.dim, **kwargs)
         log += [{"round": r, **e} for e in entries]
     return head, log

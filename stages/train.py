@@ -32,7 +32,7 @@ def _save(head, log: list[dict], out: Path, loss_csv: Path, columns: list[str]) 
 def train(p, features: Path, pseudo: Path, out: Path, loss_csv: Path) -> None:
     """Train the head on pseudo-masks (Adam, one image per step per process; DDP under torchrun)."""
     store = FeatureStore(features)
-    images = PseudoLabelled(store, pseudo, p.pseudo.method, keep_bytes=int(p.train.cache_gb * 2**30))
+    images = PseudoLabelled(store, pseudo, p.pseudo.method, keep_gb=p.train.cache_gb)
     d = Dist()
     try:
         head, log = train_head(images, dim=store.dim, train=p.train, head=p.head, loss=p.loss, rank=d.rank,
@@ -61,7 +61,7 @@ def self_train_cmd(p, features: Path, head_path: Path, out: Path, loss_csv: Path
     d = Dist()
     try:
         head, log = self_train(store, head, p.train.rounds, p.train.round_threshold,
-                               keep_bytes=int(p.train.cache_gb * 2**30), train=p.train, head=p.head,
+                               keep_gb=p.train.cache_gb, train=p.train, head=p.head,
                                loss=p.loss, rank=d.rank, world_size=d.world_size, device=device)
     finally:
         d.close()

@@ -183,9 +183,10 @@ class CountingStore(Images):
 
 @pytest.mark.parametrize("keep_bytes, reads", [(0, 3 * 8), (8 * 64 * 16 * 2, 8), (8 * 64 * 16 * 2 - 1, 3 * 8)])
 def test_features_are_kept_in_memory_only_when_the_whole_store_fits(keep_bytes, reads):
+    keep_gb = keep_bytes / 2**30
     images = synth(n=8)   # 8 images of 64 patches x 16 dims: 16 KiB in float16
     store = CountingStore(images, (8, 8))
-    labelled = Labelled(store, [y for _, y in images], keep_bytes)
+    labelled = Labelled(store, [y for _, y in images], keep_gb)
     head, _ = train_head(labelled, dim=16, progress=False)
     assert store.reads == reads
     reference, _ = train_head(images, dim=16, progress=False)
