@@ -222,11 +222,18 @@ def one_blas_thread() -> None:
     threadpool_limits(1, user_api="blas")
 
 
-def _start(work: Work, threads: int) -> None:
-    global _WORK
+def torch_threads(n: int) -> int:
+    """Set torch's intra-op threads to ``n``; returns the previous number."""
     import torch
 
-    torch.set_num_threads(threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return old
+
+
+def _start(work: Work, threads: int) -> None:
+    global _WORK
+    torch_threads(threads)
     threadpool_limits(threads)  # BLAS and OpenMP pools alike: a worker is one of several processes
     work.open()
     _WORK = work
@@ -279,15 +286,6 @@ def run_units(work: Work, units: Sequence[Unit], resume: Resume, *, workers: int
     finally:
         bar.close()
     return [resume.load(u.uid) for u in units]
-
-
-def torch_threads(n: int) -> int:
-    """Set torch's intra-op threads to ``n``; returns the previous number."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    return old
 
 
 def chunked(indices: Sequence[int], size: int) -> list[Unit]:

@@ -37,12 +37,11 @@ class Labelled:
         return len(self.store)
 
     def features(self, i: int) -> np.ndarray:
-        f = self._kept.get(i) if self._kept is not None else None
-        if f is None:
-            f = self.store.features(i).reshape(-1, self.store.dim)
-            if self._kept is not None:
-                self._kept[i] = f
-        return f
+        if self._kept is None:
+            return self.store.features(i).reshape(-1, self.store.dim)
+        if i not in self._kept:
+            self._kept[i] = self.store.features(i).reshape(-1, self.store.dim)
+        return self._kept[i]
 
     def __getitem__(self, i: int):
         return self.features(i), self.masks[i].reshape(-1)

@@ -40,8 +40,8 @@ def setup(tmp_path_factory, tiny_model_dir, write_pairs, write_params):
     return root
 
 
-def cli(root, *args, code=0):
-    r = CliRunner().invoke(main, [args[0], "--params", str(root / "params.yaml"), *args[1:]], catch_exceptions=False)
+def cli(root, *args, code=0, params="params.yaml"):
+    r = CliRunner().invoke(main, [args[0], "--params", str(root / params), *args[1:]], catch_exceptions=False)
     assert r.exit_code == code, r.output
     return r
 
@@ -133,9 +133,8 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["data"]["eval"]["ds"]["cod_metrics"] = True
     (root / "cod.yaml").write_text(yaml.safe_dump(p))
-    CliRunner().invoke(main, ["evaluate", "--params", str(root / "cod.yaml"), "--name", "ds", "--predictions", str(out),
-                              "--metrics", str(root / "cod.json"), "--pr", str(root / "pr_cod"),
-                              "--per-image", str(root / "cod.csv")], catch_exceptions=False)
+    cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "cod.json"),
+        "--pr", str(root / "pr_cod"), "--per-image", str(root / "cod.csv"), params="cod.yaml")
     with_cod = yaml.safe_load((root / "cod.json").read_text())
     assert set(with_cod["head"]) > {"sm", "wfm", "em_mean", "mae"}
     assert {k: with_cod["head"][k] for k in result["head"]} == result["head"]
