@@ -2,12 +2,16 @@
 
 Two solvers give the same Fiedler vector: ``dense`` is the reference of the official code and TokenCut
 (``scipy.linalg.eigh(D - A, D)``, O(N^3)); ``lanczos`` finds the top eigenvectors of
-M = D^-1/2 A D^-1/2 (same eigenvectors up to x = D^-1/2 u, eigenvalue lambda = 1 - mu) by block
-Lanczos in torch (on the GPU when present). The fast path holds exactly one float32 N x N matrix: A is
-thresholded and scaled in place into M, in a buffer reused from one image to the next.
+M = D^-1/2 A D^-1/2 (same eigenvectors up to x = D^-1/2 u, eigenvalue lambda = 1 - mu) in two phases:
+block Lanczos with float32 products proposes a subspace, block Lanczos with float64 products from
+that subspace certifies the eigenpairs by their residuals (`_settled`), and an image it cannot certify
+falls back to the dense float64 solver. Whatever the rounding of the float32 products (another BLAS,
+TF32 on a GPU), only certified or dense eigenpairs are returned. The fast path holds one float32
+N x N matrix, in a buffer reused from one image to the next.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +25,13 @@ from pipeline.params import NCutParams
 
 MAX_CLUSTER = 8        # largest repeated-eigenvalue cluster resolved exactly (see `fiedler`)
 LEVERAGE_TIE = 1e-4    # relative tolerance of equal leverages in the repeated-eigenvalue rule
-KRYLOV_BLOCK = 8       # vectors per block Lanczos step (>= MAX_CLUSTER: repeated eigenvalues stay whole)
-KRYLOV_STEPS = 100     # block steps before the fast solver gives up (about 7 at 756 px)
+UNIFORM_TOL = 1e-4     # affinities within this relative spread: a uniform graph (no cut)
+KRYLOV_BLOCK = 16      # vectors per float32 block step (> MAX_CLUSTER; 16 cost about what 8 do per pass)
+KRYLOV_STEPS = 100     # block steps of each phase before the dense fallback (about 6 + 1 at 756 px)
+PROPOSE_TOL = 1e-6     # float32 phase: stop at this residual, or where it stalls (`_stalled`)
+VECTOR_TOL = 1e-5      # certified bound on the angle between x2 and the true Fiedler vector
+EIGENSPACE_TOL = 1e-8  # the same for a repeated eigenvalue's eigenspace (the leverage rule needs more)
+ROWS_PER_PASS = 256    # rows of A per strip of the affinity and per conversion of a float64 product
 
 
 class NCutError(PipelineError):
@@ -36,11 +45,58 @@ class Fiedler:
     vector: np.ndarray       # (N,) x2; all zeros when the graph is uniform (no cut exists)
     eigenvalues: np.ndarray  # generalised lambda_2, lambda_3, ... (ascending; more when repeated)
     degenerate: bool         # lambda_2 repeated (or uniform graph): x2 chosen by the documented rule
+    fallback: bool = False   # the fast solver could not certify its eigenpairs: solved densely
 
 
 def _check(f: np.ndarray) -> None:
     if f.ndim != 2 or f.shape[0] < 3:
         raise NCutError(f"NCut needs an (N >= 3, d) feature matrix, got shape {f.shape}")
+
+
+@contextmanager
+def _ieee_float32():
+    """Full float32 matmuls inside NCut, whatever the caller set (TF32 or bfloat16 passes would move
+    similarities across tau and change the graph itself)."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _gram(rows: torch.Tensor, columns: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities of feature ``rows`` (n, d) with feature ``columns`` (d, m) into ``out``."""
+    return torch.mm(rows, columns, out=out)
+
+
+def _affinity_(f: torch.Tensor, p: NCutParams, out: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 (or the binary graph) into ``out``, a strip of rows at a time, each strip only from the
+    diagonal on and mirrored below it: half the products of f f^T, and a graph exactly symmetric
+    whatever the rounding of the product (a GPU's tiles, another BLAS) - the certified eigenpairs
+    need it."""
+    n, ft = f.shape[0], f.T.contiguous()  # (d, N): MKL's kernel for f f^T is 2x slower on AMD CPUs
+    for i in range(0, n, ROWS_PER_PASS):
+        j = i + ROWS_PER_PASS
+        strip = _threshold_(_gram(f[i:j], ft[:, i:], out[i:j, i:]), p.tau, p.eps, p.graph)
+        tile = strip[:, :ROWS_PER_PASS]
+        tile.copy_(tile.triu() + tile.triu(1).T)
+        out[j:, i:j].copy_(strip[:, ROWS_PER_PASS:].T)
+    return out
+
+
+def _product32(a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A y in float32: the proposal phase's products."""
+    return a @ y
+
+
+def _product64(a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A y in float64 for the float32 matrix A, converted a slab of rows at a time: the certifying
+    phase's products (exact to float64 rounding; TF32 never applies to float64)."""
+    out = torch.empty(a.shape[0], y.shape[1], dtype=torch.float64, device=a.device)
+    for i in range(0, a.shape[0], ROWS_PER_PASS):
+        torch.mm(a[i:i + ROWS_PER_PASS].double(), y, out=out[i:i + ROWS_PER_PASS])
+    return out
 
 
 def _threshold_(s: torch.Tensor, tau: float, eps: float, graph: str) -> torch.Tensor:
@@ -68,18 +124,18 @@ def _square(n: int, device: torch.device) -> torch.Tensor:
 
 
 def _build(features: np.ndarray, p: NCutParams, device, out: torch.Tensor | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Affinity (N, N) float32 (into ``out`` when given), its float64 degrees, and whether it is uniform."""
+           ) -> tuple[torch.Tensor, bool]:
+    """Affinity (N, N) float32 (into ``out`` when given) and whether it is uniform (no cut exists)."""
     features = np.asarray(features, np.float32)
     _check(features)
     try:
         f = torch.as_tensor(l2_normalize(features), device=device)
     except ValueError as exc:
         raise NCutError(f"NCut input: {exc}") from None
-    a = torch.matmul(f, f.T, out=out)
-    _threshold_(a, p.tau, p.eps, p.graph)
+    with _ieee_float32():
+        a = _affinity_(f, p, torch.empty(len(f), len(f), device=f.device) if out is None else out)
     lo, hi = torch.aminmax(a)
-    return a, a.sum(1).double(), bool(lo == hi)
+    return a, bool(hi - lo <= UNIFORM_TOL * hi)
 
 
 def affinity(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device = "cpu") -> torch.Tensor:
@@ -88,50 +144,128 @@ def affinity(features: np.ndarray, p: NCutParams = NCutParams(), device: str | t
 
 
 def _dense_pairs(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised eigenpairs 1..k of (D - A) x = lambda D x (TokenCut's dense reference)."""
+    """Generalised eigenpairs 1..k of (D - A) x = lambda D x (TokenCut's dense reference), as
+    orthonormal u = D^1/2 x like the fast solver's."""
     d = np.diag(a.sum(1))
     lam, x = scipy.linalg.eigh(d - a, d, subset_by_index=[1, k])
-    return lam, x * np.sqrt(np.diag(d))[:, None]  # u = D^1/2 x: orthonormal, as from the fast solver
+    return lam, x * np.sqrt(np.diag(d))[:, None]
 
 
-def _orthonormalise(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Orthonormal columns spanning w with ``basis`` projected out (twice, for float64 accuracy);
-    directions that vanish under the projection (an exhausted Krylov space) are dropped."""
+def _orthonormalise(w: torch.Tensor, u1: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Orthonormal columns spanning w with u1 and ``basis`` projected out (twice, for float64
+    accuracy); directions that vanish under the projection (an exhausted Krylov space) are dropped.
+    Rank-revealing through the SVD of the small triangular factor: w = Q R, R = U S V^T."""
     scale = float(w.norm())
     for _ in range(2):
+        w = w - u1[:, None] * (u1 @ w)
         w = w - basis @ (basis.T @ w)
-    u, sv, _ = torch.linalg.svd(w, full_matrices=False)
-    return u[:, sv > 1e-8 * scale]
+    q, r = torch.linalg.qr(w)
+    u, sv, _ = torch.linalg.svd(r)
+    return q @ u[:, sv > torch.finfo(w.dtype).eps ** 0.5 * scale]
 
 
-def _krylov_pairs(m: torch.Tensor, u1: torch.Tensor, k: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k eigenpairs of M on the complement of its trivial eigenvector u1, as lambda = 1 - mu.
+def _ritz(product, q: torch.Tensor, u1: torch.Tensor, mq: torch.Tensor | None = None):
+    """Block Lanczos with full reorthogonalisation and Rayleigh-Ritz on the complement of M's trivial
+    eigenvector u1, from the orthonormal block ``q`` (orthogonal to u1; ``mq`` = M q when known).
 
-    Block Lanczos with full reorthogonalisation and Rayleigh-Ritz: each step multiplies M by a block
-    of KRYLOV_BLOCK vectors (one pass over the matrix, as costly as one vector while the product is
-    memory-bound), until every wanted Ritz pair has residual ||M u - mu u|| <= tol. A block as wide
-    as the largest eigenvalue cluster resolved keeps repeated eigenvalues whole. All in torch: one
-    thread pool (numpy's BLAS spinning beside torch's halves the speed on a CPU) and no host round
-    trip per product on a GPU. The start block is fixed, so the result is deterministic.
-    """
-    n, dev = m.shape[0], m.device
-    start = torch.randn(n, max(KRYLOV_BLOCK, k + 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    q = _orthonormalise(start.to(dev), u1[:, None])
-    basis, products = q[:, :0], q[:, :0]
-    for _ in range(KRYLOV_STEPS):
-        w = (m @ q.float()).double()
+    Each step multiplies M by one block (``product``: one pass over the matrix, as costly as one
+    vector while the product is memory-bound), extends the projected matrix H = V^T M V by the new
+    block's column, and yields the block's width of top Ritz pairs (lambda = 1 - mu ascending, Ritz
+    vectors, residual norms ||M u - mu u|| as the products give them, whether the Krylov space is
+    exhausted). Everything but the products is float64 torch: one thread pool, no host round trip
+    on a GPU."""
+    keep = q.shape[1]
+    basis = products = q[:, :0]
+    h = q.new_zeros(0, 0)
+    while True:
+        w = product(q) if mq is None else mq
+        mq = None
+        m = basis.shape[1]
         basis, products = torch.cat([basis, q], 1), torch.cat([products, w], 1)
-        h = basis.T @ products
-        mu, s = torch.linalg.eigh((h + h.T) / 2)
-        mu, s = mu.flip(0)[:k], s.flip(1)[:, :k]
+        column = basis.T @ w
+        h = torch.cat([torch.cat([h, column[:m].T], 0), column], 1)
+        h[m:, m:] = (h[m:, m:] + h[m:, m:].T) / 2
+        mu, s = torch.linalg.eigh(h)
+        mu, s = mu.flip(0)[:keep], s.flip(1)[:, :keep]
         u = basis @ s
-        if len(mu) == k and (products @ s - u * mu).norm(dim=0).max() <= tol:
-            return 1.0 - mu.cpu().numpy(), u.cpu().numpy()
-        q = _orthonormalise(w, torch.cat([u1[:, None], basis], 1))
-        if q.shape[1] == 0:  # the Krylov space is exhausted: Rayleigh-Ritz was exact
-            return 1.0 - mu.cpu().numpy(), u.cpu().numpy()
-    raise NCutError(f"NCut eigensolver: no convergence to ncut.degenerate_tol = {tol:g} in {KRYLOV_STEPS} "
-                    "block steps (float32 products resolve about 1e-6)")
+        residual = (products @ s - u * mu).norm(dim=0)
+        q = _orthonormalise(w, u1, basis)
+        yield 1.0 - mu, u, residual, q.shape[1] == 0
+        if q.shape[1] == 0:
+            return
+
+
+def _settled(lam: np.ndarray, res: np.ndarray, tol: float, widen: bool) -> bool:
+    """Whether Ritz values ``lam`` (lambda_2 first) with float64 residuals ``res`` decide the cluster
+    of lambda_2 and bound the error of its eigenvector(s).
+
+    Rayleigh-Ritz bounds (symmetric M): each true eigenvalue lies in [lam_i - res_i, lam_i], so every
+    gap lam_i - lam_2 is decided against ``tol`` once it is farther from it than res_i + res_2; and
+    the angle between the computed and the true eigenspace of the cluster is at most
+    ||R_cluster|| / separation (Davis-Kahan), required below VECTOR_TOL (one vector) or EIGENSPACE_TOL.
+    A cluster that fills all k pairs is settled when ``widen`` (the caller asks for more pairs)."""
+    gaps = lam - lam[0]
+    if np.any(np.abs(gaps[1:] - tol) <= res[1:] + res[0]):
+        return False
+    cluster = gaps < tol
+    if cluster.all():
+        return widen
+    separation = lam[~cluster][0] - res[~cluster][0] - lam[cluster].max()
+    bound = VECTOR_TOL if cluster.sum() == 1 else EIGENSPACE_TOL
+    return bool(separation > 0 and np.sqrt((res[cluster] ** 2).sum()) <= bound * separation)
+
+
+def _krylov_pairs(a: torch.Tensor, k: int, tol: float, widen: bool):
+    """Eigenpairs 2..k+1 of (D - A) x = lambda D x as (lambda, u = D^1/2 x orthonormal, float64
+    degrees), certified by `_settled`; None when they cannot be certified (dense fallback).
+
+    Phase 1 (float32 products of r * (A (r * q)), r = D^-1/2 from float32 degrees) runs to
+    PROPOSE_TOL or until its residual stalls at the products' rounding floor. Phase 2 (float64
+    products, compute-bound: a block of k only) starts from phase 1's k wanted Ritz vectors; its
+    first pass over A also gives the exact float64 degrees, so u1 = D^1/2 1 is an exact eigenvector
+    of the certified operator."""
+    n, dev = a.shape[0], a.device
+    width = max(KRYLOV_BLOCK, k + 1)
+    r32 = a.sum(1).rsqrt()
+    start = torch.randn(n, width, generator=torch.Generator().manual_seed(0)).to(dev)
+    u1 = _unit(r32.reciprocal())
+    history = []
+    steps = _ritz(lambda q: r32[:, None] * _product32(a, r32[:, None] * q), _orthonormalise(start, u1, start[:, :0]), u1)
+    for lam, u, res, exhausted in _limit(steps):
+        history.append(float(res[:k].max()))
+        if exhausted or history[-1] <= PROPOSE_TOL or _stalled(history):
+            break
+    y = (r32[:, None] * u[:, :k]).double()
+    p = _product64(a, torch.cat([torch.ones(n, 1, dtype=torch.float64, device=dev), y], 1))
+    deg = p[:, 0]
+    r = deg.rsqrt()
+    u1 = _unit(deg.sqrt())
+    z, mz = y / r[:, None], r[:, None] * p[:, 1:]       # M z = r * (A (r * z)) = r * (A y), exactly
+    c = u1 @ z
+    z, mz = z - u1[:, None] * c, mz - u1[:, None] * c   # deflate u1 (M u1 = u1)
+    q, upper = torch.linalg.qr(z)
+    mq = torch.linalg.solve_triangular(upper, mz, upper=True, left=False)
+    for lam, u, res, exhausted in _limit(_ritz(lambda q: r[:, None] * _product64(a, r[:, None] * q), q, u1, mq)):
+        lam, u, res = lam[:k].cpu().numpy(), u[:, :k].cpu().numpy(), res[:k].cpu().numpy()
+        if len(lam) == k and (exhausted or _settled(lam, res, tol, widen)):
+            return lam, u, deg.cpu().numpy()
+    return None
+
+
+def _stalled(history: list[float]) -> bool:
+    """The last two residuals are no 10% better than the best before them: the products' rounding
+    floor (about 1e-7 for float32 at 756 px, 1e-3 for TF32)."""
+    return len(history) > 2 and min(history[-2:]) > 0.9 * min(history[:-2])
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm()
+
+
+def _limit(steps):
+    """At most KRYLOV_STEPS block steps of a `_ritz` iteration."""
+    for _, step in zip(range(KRYLOV_STEPS), steps):
+        yield step
 
 
 def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device | None = None
@@ -147,29 +281,34 @@ def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | to
     of the smallest-volume piece against the rest. A uniform graph (all affinities equal, e.g.
     identical features) has no cut: x2 = 0 and the mask is empty.
     """
-    degenerate_tol = p.degenerate_tol
+    tol = p.degenerate_tol
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    a, deg, uniform = _build(features, p, device, _square(len(features), device))
+    a, uniform = _build(features, p, device, _square(len(features), device))
     n = a.shape[0]
     if uniform:
         return Fiedler(np.zeros(n), np.ones(1), True)
-    if p.solver == "dense":
+    dense = p.solver == "dense"
+    cap = min(MAX_CLUSTER, n - 2)
+
+    def pairs(k: int):
+        nonlocal dense
+        if not dense:
+            with _ieee_float32():
+                found = _krylov_pairs(a, k, tol, widen=k < cap)
+            if found is not None:
+                return found
+            dense = True
         a64 = a.double().cpu().numpy()
-        del a
-        pairs = lambda k: _dense_pairs(a64, k)  # noqa: E731
-    else:
-        r = deg.rsqrt().float()
-        a.mul_(r[:, None]).mul_(r[None, :])  # M = D^-1/2 A D^-1/2 in place: still one N x N matrix
-        u1 = deg.sqrt() / deg.sqrt().norm()
-        pairs = lambda k: _krylov_pairs(a, u1, k, degenerate_tol)  # noqa: E731
+        return (*_dense_pairs(a64, k), a64.sum(1))
+
     k = 2
-    lam, u = pairs(k)
-    while lam[-1] - lam[0] < degenerate_tol and k < min(MAX_CLUSTER, n - 2):
-        k = min(2 * k, MAX_CLUSTER, n - 2)
-        lam, u = pairs(k)
-    cluster = lam - lam[0] < degenerate_tol
+    lam, u, deg = pairs(k)
+    while lam[-1] - lam[0] < tol and k < cap:
+        k = min(2 * k, cap)
+        lam, u, deg = pairs(k)
+    cluster = lam - lam[0] < tol
     degenerate = bool(cluster.sum() > 1)
-    sqrt_deg = deg.sqrt().cpu().numpy()
+    sqrt_deg = np.sqrt(deg)
     if degenerate:
         basis = u[:, cluster]
         leverage = (basis**2).sum(1)
@@ -177,7 +316,7 @@ def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | to
         x = basis @ basis[kstar] / sqrt_deg
     else:
         x = u[:, 0] / sqrt_deg
-    return Fiedler(x, lam[: max(2, int(cluster.sum()) + 1)], degenerate)
+    return Fiedler(x, lam[: max(2, int(cluster.sum()) + 1)], degenerate, dense and p.solver != "dense")
 
 
 def bipartition(x2: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

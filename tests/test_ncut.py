@@ -121,10 +121,163 @@ def test_block_lanczos_equals_the_dense_solver_from_tiny_grids_to_many_block_ste
     np.testing.assert_array_equal(fast, dense)
 
 
-def test_the_fast_solver_fails_clearly_when_it_does_not_converge(monkeypatch, planted):
+def test_an_image_the_fast_solver_cannot_certify_is_solved_densely(monkeypatch, planted):
+    """No certified answer within the step limit: the dense float64 solver decides, and says so."""
     import pipeline.ncut as module
 
-    monkeypatch.setattr(module, "KRYLOV_STEPS", 1)
     f, _ = planted(noise=0.5)
-    with pytest.raises(NCutError, match="no convergence to ncut.degenerate_tol = 1e-06 in 1 block steps"):
+    dense = ncut(f, NCutParams(solver="dense"))
+    monkeypatch.setattr(module, "KRYLOV_STEPS", 1)
+    monkeypatch.setattr(module, "_settled", lambda *a: False)
+    mask, fv = ncut(f, return_vector=True)
+    assert fv.fallback
+    np.testing.assert_array_equal(mask, dense)
+    assert not ncut(f, NCutParams(solver="dense"), return_vector=True)[1].fallback
+
+
+def test_certification_refuses_a_gap_its_residuals_cannot_place_on_one_side_of_the_tolerance():
+    from pipeline.ncut import VECTOR_TOL, _settled
+
+    tol = 1e-6
+    lam = np.array([0.1, 0.1 + 1.5e-6])          # gap 1.5e-6 > tol ...
+    assert _settled(lam, np.array([1e-12, 1e-12]), tol, widen=True)
+    assert not _settled(lam, np.array([1e-12, 6e-7]), tol, widen=True)  # ... unless it may be < tol
+    assert not _settled(lam, np.array([1e-9, 1e-9]), tol, widen=True)   # x2's angle 1e-9 / 1.5e-6: too large
+    wide = np.array([0.1, 0.5])                  # well separated: the vector bound decides
+    assert _settled(wide, np.array([0.9, 1]) * VECTOR_TOL * 0.4 * 0.99, tol, widen=False)
+    assert not _settled(wide, np.array([1.1, 1]) * VECTOR_TOL * 0.4, tol, widen=False)
+    assert _settled(np.array([0.1, 0.1]), np.array([1e-12, 1e-12]), tol, widen=True)      # cluster: ask for more
+    assert not _settled(np.array([0.1, 0.1]), np.array([1e-12, 1e-12]), tol, widen=False)  # no separation known
+
+
+def test_products_run_in_full_float32_whatever_the_caller_set_and_the_setting_is_restored(monkeypatch, planted):
+    """TF32 (or bfloat16 passes on a CPU) would move similarities across tau: NCut's products run at
+    "highest" even under `torch.set_float32_matmul_precision("medium")`."""
+    import torch
+
+    import pipeline.ncut as module
+
+    seen = set()
+    for name in ("_gram", "_product32"):
+        def spy(*args, fn=getattr(module, name)):
+            seen.add(torch.get_float32_matmul_precision())
+            return fn(*args)
+        monkeypatch.setattr(module, name, spy)
+    f, _ = planted(noise=0.2)
+    torch.set_float32_matmul_precision("medium")
+    try:
         ncut(f)
+        assert seen == {"highest"}
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
+def test_the_affinity_is_symmetric_even_when_the_product_is_not(perturbed):
+    f = np.random.default_rng(0).standard_normal((700, 16)).astype(np.float32)   # several strips
+    perturbed(1e-6, gram=0.3)
+    for graph in ("binary", "weighted"):
+        a = affinity(f, NCutParams(graph=graph, tau=0.0))
+        assert torch_equal(a, a.T)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+@pytest.fixture
+def perturbed(monkeypatch):
+    """``perturbed(delta, gram=1e-6)``: every product of the solver with a random relative error -
+    the proposal phase's float32 products by ``delta`` (1e-6: another CPU's BLAS; 1e-3: TF32 on a
+    GPU), the similarities f f^T by ``gram``, the certifying float64 products by 1e-12 (far above any
+    float64 BLAS's rounding)."""
+    import torch
+
+    import pipeline.ncut as module
+
+    gen = torch.Generator().manual_seed(0)
+
+    def noisy(fn, delta):
+        def wrapped(*args):
+            out = fn(*args)
+            return out.mul_(1 + delta * (2 * torch.rand(out.shape, generator=gen, dtype=out.dtype) - 1))
+        return wrapped
+
+    def apply(delta: float, gram: float = 1e-6) -> None:
+        monkeypatch.setattr(module, "_gram", noisy(module._gram, gram))
+        monkeypatch.setattr(module, "_product32", noisy(module._product32, delta))
+        monkeypatch.setattr(module, "_product64", noisy(module._product64, 1e-12))
+    return apply
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def planted_grids():
+    """Grids with planted objects, smooth random fields, a repeated Fiedler eigenvalue, a lone patch."""
+    from conftest import _planted
+
+    rng = np.random.default_rng(5)
+    grids = [_planted(16, 16, (slice(3, 9), slice(4, 12)), d=16, noise=n, seed=s)[0]
+             for n, s in [(0.1, 0), (0.3, 1), (0.5, 2), (0.7, 3)]]
+    for seed in range(4):
+        base = rng.standard_normal((6, 6, 32))
+        field = np.kron(base, np.ones((4, 4, 1)))[:24, :24]
+        f, _ = _planted(24, 24, (slice(5 + seed, 15), slice(6, 19 - seed)), d=32, noise=0.0, seed=seed)
+        grids.append((3 * f + 0.6 * field + 0.3 * rng.standard_normal(f.shape)).astype(np.float32))
+    lone = np.zeros((8, 8, 4), np.float32)
+    lone[..., 0] = 1
+    lone[5, 2] = [0, 1, 0, 0]
+    return grids + [three_equal_pieces(), lone]
+
+
+@pytest.mark.parametrize("delta", [1e-6, 1e-3])
+def test_perturbed_products_give_the_dense_float64_masks_on_planted_grids(perturbed, delta):
+    grids = planted_grids()
+    reference = [ncut(f, NCutParams(solver="dense"), return_vector=True) for f in grids]
+    perturbed(delta)
+    for f, (dense, fd) in zip(grids, reference):
+        mask, fv = ncut(f, return_vector=True)
+        assert fv.degenerate == fd.degenerate
+        if fd.degenerate or fd.eigenvalues[1] - fd.eigenvalues[0] > 1e-3:
+            assert iou(mask, dense) >= 0.99
+
+
+@pytest.fixture(scope="module")
+def duts_756(shared_model, shared_duts):
+    """24 shared DUTS-TR images (every 125th stem) at 756 px through the stand-in ViT-S/14 (54 x 54
+    patches, the README's setting) and their dense float64 NCut."""
+    import torch
+
+    from pipeline.backbone import load_backbone, preprocess
+    from pipeline.datasets import load_image, resolve
+    from pipeline.params import DatasetSpec
+
+    samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))[::125][:24]
+    backbone = load_backbone(str(shared_model), device="cpu")
+    grids = []
+    with torch.inference_mode():
+        for i in range(0, len(samples), 4):
+            x = np.stack([preprocess(load_image(s.image), 756) for s in samples[i:i + 4]])
+            grids += list(backbone(torch.from_numpy(x))[0].numpy())
+    return grids, [ncut(f, NCutParams(solver="dense"), return_vector=True) for f in grids]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delta", [0.0, 1e-6, 1e-3])
+def test_perturbed_products_give_the_dense_float64_masks_on_real_features(duts_756, perturbed, delta):
+    grids, reference = duts_756
+    if delta:
+        perturbed(delta)
+    separated = 0
+    for f, (dense, fd) in zip(grids, reference):
+        mask, fv = ncut(f, return_vector=True)
+        assert fv.degenerate == fd.degenerate
+        if len(fd.eigenvalues) > 1 and fd.eigenvalues[1] - fd.eigenvalues[0] > 1e-3:
+            separated += 1
+            assert iou(mask, dense) >= 0.99
+    assert separated >= 20
