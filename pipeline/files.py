@@ -1,4 +1,5 @@
-"""Crash-safe file writes: an interrupted stage never leaves a half-written output."""
+"""Files shared by the stages: crash-safe writes (an interrupted stage never leaves a half-written
+output) and per-image tables read back with their stems as text."""
 from __future__ import annotations
 
 import json
@@ -17,3 +18,13 @@ def atomic_write(path: Path, write) -> None:
 
 def write_json(path: Path, data) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2, sort_keys=False) + "\n").encode()))
+
+
+def read_image_table(path: Path):
+    """A per-image CSV indexed by its ``stem`` column, each stem exactly as its file names it (``0001``,
+    ``223061``, ``NA`` stay text; pandas would read them as numbers or missing values), the other
+    columns as numbers."""
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False).set_index("stem")
+    return table.apply(pd.to_numeric, errors="coerce")

@@ -28,7 +28,7 @@ def pseudo_masks(store: FeatureStore, indices: list[int], ncut_p: NCutParams, ip
     out = {m: np.zeros((len(indices), *store.grid), bool) for m in METHODS}
     out.update(changed=np.zeros((len(indices), iters), np.int64), fg_fraction=np.zeros((len(indices), iters)),
                flipped=np.zeros((len(indices), iters), bool), eigenvalues=np.zeros((len(indices), 2)),
-               degenerate=np.zeros(len(indices), bool))
+               degenerate=np.zeros(len(indices), bool), fallback=np.zeros(len(indices), bool))
     scores = {m: [] for m in METHODS}
     sizes = store.sizes()
     for j, i in enumerate(indices):
@@ -38,6 +38,7 @@ def pseudo_masks(store: FeatureStore, indices: list[int], ncut_p: NCutParams, ip
         out["changed"][j], out["fg_fraction"][j], out["flipped"][j] = b.ipo.changed, b.ipo.fg_fraction, b.ipo.flipped
         out["eigenvalues"][j] = b.fiedler.eigenvalues[:2]
         out["degenerate"][j] = b.fiedler.degenerate
+        out["fallback"][j] = b.fiedler.fallback
         if gt_paths is not None:
             gt = load_mask(gt_paths[j])
             for m in METHODS:
@@ -68,8 +69,9 @@ def convergence(result: dict) -> pd.DataFrame:
 
 
 def bipartition_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], ncut_p: NCutParams,
-                     ipo_p: IPOParams, kmeans_seed: int) -> dict[str, np.ndarray]:
+                     ipo_p: IPOParams, kmeans_seed: int) -> tuple[dict[str, np.ndarray], bool]:
     """Full-size (H, W) float32 maps of every bipartition method (Tables 3-4), upsampled like the head's
-    probabilities (:func:`mask_map`), so one table holds the whole ablation."""
+    probabilities (:func:`mask_map`), so one table holds the whole ablation; and whether NCut fell
+    back to the dense solver."""
     b = all_methods(features, cls, ncut_p, ipo_p, kmeans_seed)
-    return {m: mask_map(b.masks[m], size) for m in METHODS}
+    return {m: mask_map(b.masks[m], size) for m in METHODS}, b.fiedler.fallback

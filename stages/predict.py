@@ -35,19 +35,21 @@ class PredictWork(Work):
         self.sizes = self.views[0][0].sizes()
 
     def __call__(self, indices: list[int]) -> int:
-        base = self.views[0][0]
+        """Writes the maps of ``indices``; returns how many of them NCut solved densely."""
+        base, fallbacks = self.views[0][0], 0
         for i in indices:
             size, stem = self.sizes[i], base.stems[i]
             if self.head:
                 maps = {"head": fuse_views(self.head, [(s.features(i), m) for s, m in self.views], size)}
             else:
-                maps = bipartition_maps(base.features(i), base.cls(i), size, *self.bipartition)
+                maps, fallback = bipartition_maps(base.features(i), base.cls(i), size, *self.bipartition)
+                fallbacks += fallback
             for m, prob in maps.items():
                 save_png(prob, Path(self.out) / m / f"{stem}.png")
             if self.masks:
                 folder, threshold = self.masks
                 save_mask(maps["head"], threshold, Path(folder) / f"{stem}.png")
-        return len(indices)
+        return fallbacks
 
 
 def _reads(o: dict) -> list[str]:
@@ -104,6 +106,7 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         claim_dir(masks, key)
     units = chunked(range(len(store)), p.predict.chunk_size)
     resume = Resume(out / maps, fingerprint(key, units))
-    run_units(work, units, resume, workers=p.predict.workers, desc=f"predict {maps} {out.name}")
+    fallbacks = sum(run_units(work, units, resume, workers=p.predict.workers, desc=f"predict {maps} {out.name}"))
     resume.close()
-    click.echo(f"{out}: {len(store)} images x {', '.join(methods)}" + (f"; masks in {masks}" if masks else ""))
+    click.echo(f"{out}: {len(store)} images x {', '.join(methods)}" + (f"; masks in {masks}" if masks else "")
+               + (f"; NCut dense fallbacks: {fallbacks}" if maps == "bipartitions" else ""))

@@ -57,10 +57,12 @@ def pseudo_masks(p, features: Path, out: Path, metrics_path: Path, plot: Path) -
     arrays = {k: v for k, v in result.items() if k != "scores"}
     atomic_write(out, lambda f: np.savez_compressed(f, stems=np.array(store.stems), **arrays))
     report = {"n_images": len(store), "ncut_repeated_eigenvalue": int(result["degenerate"].sum()),
+              "ncut_dense_fallbacks": int(result["fallback"].sum()),
               "ipo_mean_iterations_changed": float((result["changed"] > 0).sum(1).mean())}
     report.update(quality(result["scores"]) if work.gt_paths else {"ground_truth": False})
     write_json(metrics_path, report)
     atomic_write(plot, lambda f: convergence(result).to_csv(f, index=False))
     resume.close()
     summary = ", ".join(f"{m} F_max(B) {report[m]['fmax_image']:.3f}" for m in METHODS if m in report)
-    click.echo(f"{out}: {len(store)} images; {summary or 'no ground truth'}")
+    click.echo(f"{out}: {len(store)} images; NCut dense fallbacks: {report['ncut_dense_fallbacks']}; "
+               f"{summary or 'no ground truth'}")

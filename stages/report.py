@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.datasets import eval_samples, load_mask
-from pipeline.files import atomic_write, write_json
+from pipeline.files import atomic_write, read_image_table, write_json
 from pipeline.params import MAP_METHODS
 from pipeline.report import (line_figure, mask_image, panel, pick_examples, pr_figure, resolution_figure,
                              resolution_table, results_table, to_markdown)
@@ -75,7 +75,7 @@ def report(p, metrics_dir: Path, predictions: Path, pr_dir: Path, ipo_csv: Path,
 
     for n, spec in sets.items():
         by_stem = {s.stem: s for s in eval_samples(spec) if s.mask is not None}
-        iou = pd.read_csv(metrics_dir / f"{n}.images.csv", index_col="stem")["head_iou"]
+        iou = read_image_table(metrics_dir / f"{n}.images.csv")["head_iou"]
         rows, labels = [], []
         for stem, kind in pick_examples(iou, examples):
             s = by_stem[stem]

@@ -76,23 +76,25 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return d
 
 
-def _write_pairs(root: Path, n: int = 5, size=(60, 45), images="images", masks="masks", seed=0) -> Path:
-    """n random RGB JPEGs + binary PNG masks under root/images, root/masks; returns root."""
+def _write_pairs(root: Path, n: int = 5, size=(60, 45), images="images", masks="masks", seed=0,
+                 stems: list[str] | None = None) -> Path:
+    """n random RGB JPEGs + binary PNG masks under root/images, root/masks (named ``stems``, default
+    im00, im01, ...); returns root."""
     rng = np.random.default_rng(seed)
     (root / images).mkdir(parents=True, exist_ok=True)
     (root / masks).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
+    for stem in stems or [f"im{i:02d}" for i in range(n)]:
         w, h = size
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / images / f"im{i:02d}.jpg")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / images / f"{stem}.jpg")
         m = np.zeros((h, w), np.uint8)
         m[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
-        Image.fromarray(m).save(root / masks / f"im{i:02d}.png")
+        Image.fromarray(m).save(root / masks / f"{stem}.png")
     return root
 
 
 @pytest.fixture(scope="session")
 def write_pairs():
-    """``write_pairs(root, n=5, size=(w, h), images=..., masks=...)``: a small paired dataset on disk."""
+    """``write_pairs(root, n=5, size=(w, h), images=..., masks=..., stems=...)``: a small paired dataset."""
     return _write_pairs
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -23,9 +24,9 @@ def run(cmd, cwd):
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model_dir):
-    dst = tmp_path_factory.mktemp("proj")
+def copy_project(dst: Path, tiny_model_dir: Path, edit=lambda p: None) -> Path:
+    """The repository's files (no data, no lock) in ``dst`` as a committed git repo, with the tiny
+    backbone at 112 px and ``edit(params)`` applied."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
@@ -38,11 +39,17 @@ def project(tmp_path_factory, tiny_model_dir):
     p["predict"]["resolutions"] = [112]
     p["ipo"]["min_cluster"] = 3  # 8 x 8 grids: let IPO run
     p["store"]["images_per_shard"] = 2  # 3 shards: two torchrun ranks share them
+    edit(p)
     (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     run(["git", "init", "-q"], dst)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model_dir):
+    return copy_project(tmp_path_factory.mktemp("proj"), tiny_model_dir)
 
 
 def ran(out: str) -> set[str]:
@@ -199,3 +206,37 @@ def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_di
     assert 0 < summary["forward_s"] < stage_time < summary["seconds"]
     assert summary["dvc_s"] == pytest.approx(summary["seconds"] - stage_time)
     assert len(FeatureStore(tmp_path / "w/repo/data/features/eval/duts_eval.zarr")) == 3
+
+
+NUMERIC = ["0001", "0010", "223061", "12"]           # ECSSD, HKU-IS, PASCAL-S name their files so
+MIXED = ["1.5", "a b", "ü", "0002", "NA"]
+
+
+def test_numeric_and_unusual_file_names_pass_every_stage_unchanged(tmp_path, tiny_model_dir, write_pairs):
+    """Sets whose stems are all numbers (pandas would read them as integers) or text that pandas reads
+    as a number or a missing value: dvc repro ends, and every per-image output carries the stem as the
+    file names it."""
+    from pipeline.files import read_image_table
+
+    sets = {"numeric": NUMERIC, "mixed": MIXED}
+    for name, stems in sets.items():
+        write_pairs(tmp_path / name, size=(70, 50), stems=stems)
+
+    def edit(p):
+        spec = {n: {"root": str(tmp_path / n), "images": "images", "masks": "masks"} for n in sets}
+        p["demo"]["write"] = []
+        p["data"] = {"train": {"dataset": spec["numeric"], "sample_size": 4, "sample_seed": 111}, "eval": spec}
+
+    repo = copy_project(tmp_path / "repo", tiny_model_dir, edit)
+    run(["dvc", "repro"], repo)
+    with np.load(repo / "data/pseudo/masks.npz") as z:
+        assert sorted(z["stems"]) == sorted(NUMERIC)
+    assert FeatureStore(repo / "data/features/train.zarr").stems == sorted(NUMERIC)
+    for name, stems in sets.items():
+        for method in ("cls", "kmeans", "ncut", "ncut_ipo", "head"):
+            assert sorted(p.stem for p in (repo / f"data/predictions/{name}/{method}").glob("*.png")) == sorted(stems)
+        assert sorted(read_image_table(repo / f"metrics/eval/{name}.images.csv").index) == sorted(stems)
+        assert (repo / f"plots/panels/{name}.png").is_file()
+    results = json.loads((repo / "metrics/results.json").read_text())
+    assert set(results) == set(sets)
+    assert all(f"('{n}', 'NCut + IPO')" in (repo / "tables/results.md").read_text() for n in sets)

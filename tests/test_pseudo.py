@@ -70,7 +70,8 @@ def test_convergence_curve_is_the_mean_over_images_per_iteration():
 
 
 def test_bipartition_maps_are_full_size_and_upsampled_like_probabilities(store):
-    maps = bipartition_maps(store.features(0), store.cls(0), (24, 36), NCutParams(), IPOParams(), 0)
+    maps, fallback = bipartition_maps(store.features(0), store.cls(0), (24, 36), NCutParams(), IPOParams(), 0)
+    assert not fallback
     assert set(maps) == set(METHODS) and all(m.shape == (24, 36) for m in maps.values())
     np.testing.assert_array_equal(maps["ncut"], mask_map(store.items[0][1], (24, 36)))
     assert set(np.unique(mask_map(np.ones((2, 2), bool), (5, 5)))) == {1.0}

@@ -89,6 +89,34 @@ def test_pseudo_masks_equals_the_library_and_an_interrupted_run_resumes(setup, m
     assert set(report["ncut_ipo"]) == {"fmax_dataset", "fmax_image", "iou", "acc"}
 
 
+def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_solver(setup, monkeypatch):
+    """Proposal products with TF32's relative error (1e-3) give the same masks; where the fast solver
+    cannot certify an image it is solved densely, its masks and maps still written, and the count is
+    in the metrics and printed."""
+    import pipeline.ncut as ncut
+
+    root = setup
+    pseudo(root, "ref")
+    real = ncut._product32
+    gen = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(ncut, "_product32", lambda a, y: real(a, y).mul_(1 + 1e-3 * (2 * torch.rand(
+        y.shape[0], y.shape[1], generator=gen) - 1)))
+    pseudo(root, "tf32")
+    monkeypatch.setattr(ncut, "KRYLOV_STEPS", 1)
+    monkeypatch.setattr(ncut, "_settled", lambda *a: False)
+    out = pseudo(root, "fb").output
+    with np.load(root / "ref.npz") as ref, np.load(root / "tf32.npz") as tf32, np.load(root / "fb.npz") as fb:
+        for m in ("ncut", "ncut_ipo"):
+            np.testing.assert_array_equal(tf32[m], ref[m])
+            np.testing.assert_array_equal(fb[m], ref[m])
+        assert not ref["fallback"].any() and fb["fallback"].all()
+    assert yaml.safe_load((root / "fb.json").read_text())["ncut_dense_fallbacks"] == 6
+    assert yaml.safe_load((root / "ref.json").read_text())["ncut_dense_fallbacks"] == 0
+    assert "NCut dense fallbacks: 6" in out
+    r = cli(root, "predict", "--maps", "bipartitions", "--features", str(root / "train.zarr"), "--out", str(root / "fbpred"))
+    assert "NCut dense fallbacks: 6" in r.output and len(list((root / "fbpred/ncut").glob("*.png"))) == 6
+
+
 def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup, monkeypatch):
     import stages.predict as stage
 
