@@ -66,11 +66,13 @@ def solvers(store: FeatureStore, n: int) -> dict:
     buf = torch.empty(len(grams[0]), len(grams[0]))
     _, t_gram = timed(lambda: [torch.matmul(g, g.T, out=buf) for g in grams])
     ious = np.array([iou(r, m) for r, (m, _) in zip(refs, fast)])
+    unique = np.array([not fv.degenerate for _, fv in fast])  # TokenCut's mask is arbitrary on the others
     return {"images": k, "grid": list(store.grid), "tokencut_s_per_image": t_ref / k, "fast_s_per_image": t_fast / k,
             "speedup": t_ref / t_fast, "gram_s_per_image": t_gram / k, "fast_over_gram": t_fast / t_gram,
             "mean_iou_fast_vs_tokencut": float(ious.mean()), "min_iou_fast_vs_tokencut": float(ious.min()),
             "images_iou_below_0.99": int((ious < 0.99).sum()),
-            "repeated_or_uniform": int(sum(fv.degenerate for _, fv in fast)),
+            "min_iou_unique_fiedler": float(ious[unique].min()), "images_unique_fiedler": int(unique.sum()),
+            "repeated_or_uniform": int((~unique).sum()), "dense_fallbacks": int(sum(fv.fallback for _, fv in fast)),
             "ipo_s_per_image": t_ipo / k, "ipo_share_of_ncut": t_ipo / t_fast}
 
 

@@ -219,8 +219,9 @@ def _krylov_pairs(a: torch.Tensor, k: int, tol: float, widen: bool):
     """Eigenpairs 2..k+1 of (D - A) x = lambda D x as (lambda, u = D^1/2 x orthonormal, float64
     degrees), certified by `_settled`; None when they cannot be certified (dense fallback).
 
-    Phase 1 (float32 products of r * (A (r * q)), r = D^-1/2 from float32 degrees) runs to
-    PROPOSE_TOL or until its residual stalls at the products' rounding floor. Phase 2 (float64
+    Phase 1 (float32 products of r * (A (r * q)), r = D^-1/2 from float32 degrees) runs until the
+    residual of lambda_2's Ritz pair reaches PROPOSE_TOL or stalls at the products' rounding floor
+    (phase 2 decides everything, so phase 1 watches only what needs the most passes). Phase 2 (float64
     products, compute-bound: a block of k only) starts from phase 1's k wanted Ritz vectors; its
     first pass over A also gives the exact float64 degrees, so u1 = D^1/2 1 is an exact eigenvector
     of the certified operator."""
@@ -232,7 +233,7 @@ def _krylov_pairs(a: torch.Tensor, k: int, tol: float, widen: bool):
     history = []
     steps = _ritz(lambda q: r32[:, None] * _product32(a, r32[:, None] * q), _orthonormalise(start, u1, start[:, :0]), u1)
     for lam, u, res, exhausted in _limit(steps):
-        history.append(float(res[:k].max()))
+        history.append(float(res[0]))
         if exhausted or history[-1] <= PROPOSE_TOL or _stalled(history):
             break
     y = (r32[:, None] * u[:, :k]).double()

@@ -123,7 +123,7 @@ class NCutParams(Group):
     eps: float = Field(1e-5, gt=0, lt=1)
     graph: Literal["binary", "weighted"] = "binary"
     solver: Literal["dense", "lanczos"] = "lanczos"
-    degenerate_tol: float = Field(1e-6, ge=1e-6, lt=1)  # float32 products resolve eigenpairs to ~1e-7
+    degenerate_tol: float = Field(1e-6, ge=1e-6, lt=1)  # finer is below the float32 graph's own rounding
 
 
 class IPOParams(Group):
