@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import pipeline.ncut as ncut_module
+from bench_ncut import iou
 from pipeline.params import METHODS, IPOParams, NCutParams
 from pipeline.pseudo import pseudo_masks
 from pipeline.store import FeatureStore
@@ -38,11 +39,6 @@ class Jittered:
 
     def sizes(self):
         return self.store.sizes()
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 def compare(ref: dict, other: dict) -> dict:

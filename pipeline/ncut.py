@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import scipy.linalg
@@ -232,7 +233,7 @@ def _krylov_pairs(a: torch.Tensor, k: int, tol: float, widen: bool):
     u1 = _unit(r32.reciprocal())
     history = []
     steps = _ritz(lambda q: r32[:, None] * _product32(a, r32[:, None] * q), _orthonormalise(start, u1, start[:, :0]), u1)
-    for lam, u, res, exhausted in _limit(steps):
+    for lam, u, res, exhausted in islice(steps, KRYLOV_STEPS):
         history.append(float(res[0]))
         if exhausted or history[-1] <= PROPOSE_TOL or _stalled(history):
             break
@@ -246,7 +247,8 @@ def _krylov_pairs(a: torch.Tensor, k: int, tol: float, widen: bool):
     z, mz = z - u1[:, None] * c, mz - u1[:, None] * c   # deflate u1 (M u1 = u1)
     q, upper = torch.linalg.qr(z)
     mq = torch.linalg.solve_triangular(upper, mz, upper=True, left=False)
-    for lam, u, res, exhausted in _limit(_ritz(lambda q: r[:, None] * _product64(a, r[:, None] * q), q, u1, mq)):
+    certify = _ritz(lambda q: r[:, None] * _product64(a, r[:, None] * q), q, u1, mq)
+    for lam, u, res, exhausted in islice(certify, KRYLOV_STEPS):
         lam, u, res = lam[:k].cpu().numpy(), u[:, :k].cpu().numpy(), res[:k].cpu().numpy()
         if len(lam) == k and (exhausted or _settled(lam, res, tol, widen)):
             return lam, u, deg.cpu().numpy()
@@ -261,12 +263,6 @@ def _stalled(history: list[float]) -> bool:
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm()
-
-
-def _limit(steps):
-    """At most KRYLOV_STEPS block steps of a `_ritz` iteration."""
-    for _, step in zip(range(KRYLOV_STEPS), steps):
-        yield step
 
 
 def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device | None = None
@@ -290,16 +286,18 @@ def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | to
         return Fiedler(np.zeros(n), np.ones(1), True)
     dense = p.solver == "dense"
     cap = min(MAX_CLUSTER, n - 2)
+    a64 = None   # the float64 copy of the dense path, made once
 
     def pairs(k: int):
-        nonlocal dense
+        nonlocal dense, a64
         if not dense:
             with _ieee_float32():
                 found = _krylov_pairs(a, k, tol, widen=k < cap)
             if found is not None:
                 return found
             dense = True
-        a64 = a.double().cpu().numpy()
+        if a64 is None:
+            a64 = a.double().cpu().numpy()
         return (*_dense_pairs(a64, k), a64.sum(1))
 
     k = 2

@@ -137,3 +137,26 @@ def shared_model() -> Path:
 def shared_duts() -> Path:
     """The shared DUTS-TR pairs in the official layout; skips when absent."""
     return _shared("datasets", "DUTS-TR")
+
+
+@pytest.fixture
+def perturbed(monkeypatch):
+    """``perturbed(delta, gram=1e-6)``: every product of the solver with a random relative error -
+    the proposal phase's float32 products by ``delta`` (1e-6: another CPU's BLAS; 1e-3: TF32 on a
+    GPU), the similarities f f^T by ``gram``, the certifying float64 products by 1e-12 (far above any
+    float64 BLAS's rounding)."""
+    import pipeline.ncut as module
+
+    gen = torch.Generator().manual_seed(0)
+
+    def noisy(fn, delta):
+        def wrapped(*args):
+            out = fn(*args)
+            return out.mul_(1 + delta * (2 * torch.rand(out.shape, generator=gen, dtype=out.dtype) - 1))
+        return wrapped
+
+    def apply(delta: float, gram: float = 1e-6) -> None:
+        monkeypatch.setattr(module, "_gram", noisy(module._gram, gram))
+        monkeypatch.setattr(module, "_product32", noisy(module._product32, delta))
+        monkeypatch.setattr(module, "_product64", noisy(module._product64, 1e-12))
+    return apply

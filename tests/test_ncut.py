@@ -174,42 +174,13 @@ def test_products_run_in_full_float32_whatever_the_caller_set_and_the_setting_is
 
 
 def test_the_affinity_is_symmetric_even_when_the_product_is_not(perturbed):
+    import torch
+
     f = np.random.default_rng(0).standard_normal((700, 16)).astype(np.float32)   # several strips
     perturbed(1e-6, gram=0.3)
     for graph in ("binary", "weighted"):
         a = affinity(f, NCutParams(graph=graph, tau=0.0))
-        assert torch_equal(a, a.T)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
-
-
-@pytest.fixture
-def perturbed(monkeypatch):
-    """``perturbed(delta, gram=1e-6)``: every product of the solver with a random relative error -
-    the proposal phase's float32 products by ``delta`` (1e-6: another CPU's BLAS; 1e-3: TF32 on a
-    GPU), the similarities f f^T by ``gram``, the certifying float64 products by 1e-12 (far above any
-    float64 BLAS's rounding)."""
-    import torch
-
-    import pipeline.ncut as module
-
-    gen = torch.Generator().manual_seed(0)
-
-    def noisy(fn, delta):
-        def wrapped(*args):
-            out = fn(*args)
-            return out.mul_(1 + delta * (2 * torch.rand(out.shape, generator=gen, dtype=out.dtype) - 1))
-        return wrapped
-
-    def apply(delta: float, gram: float = 1e-6) -> None:
-        monkeypatch.setattr(module, "_gram", noisy(module._gram, gram))
-        monkeypatch.setattr(module, "_product32", noisy(module._product32, delta))
-        monkeypatch.setattr(module, "_product64", noisy(module._product64, 1e-12))
-    return apply
+        assert torch.equal(a, a.T)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -217,10 +188,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
-def planted_grids():
+def planted_grids(_planted):
     """Grids with planted objects, smooth random fields, a repeated Fiedler eigenvalue, a lone patch."""
-    from conftest import _planted
-
     rng = np.random.default_rng(5)
     grids = [_planted(16, 16, (slice(3, 9), slice(4, 12)), d=16, noise=n, seed=s)[0]
              for n, s in [(0.1, 0), (0.3, 1), (0.5, 2), (0.7, 3)]]
@@ -236,8 +205,8 @@ def planted_grids():
 
 
 @pytest.mark.parametrize("delta", [1e-6, 1e-3])
-def test_perturbed_products_give_the_dense_float64_masks_on_planted_grids(perturbed, delta):
-    grids = planted_grids()
+def test_perturbed_products_give_the_dense_float64_masks_on_planted_grids(perturbed, planted, delta):
+    grids = planted_grids(planted)
     reference = [ncut(f, NCutParams(solver="dense"), return_vector=True) for f in grids]
     perturbed(delta)
     for f, (dense, fd) in zip(grids, reference):

@@ -89,7 +89,8 @@ def test_pseudo_masks_equals_the_library_and_an_interrupted_run_resumes(setup, m
     assert set(report["ncut_ipo"]) == {"fmax_dataset", "fmax_image", "iou", "acc"}
 
 
-def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_solver(setup, monkeypatch):
+def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_solver(setup, monkeypatch,
+                                                                                        perturbed):
     """Proposal products with TF32's relative error (1e-3) give the same masks; where the fast solver
     cannot certify an image it is solved densely, its masks and maps still written, and the count is
     in the metrics and printed."""
@@ -97,10 +98,7 @@ def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_
 
     root = setup
     pseudo(root, "ref")
-    real = ncut._product32
-    gen = torch.Generator().manual_seed(0)
-    monkeypatch.setattr(ncut, "_product32", lambda a, y: real(a, y).mul_(1 + 1e-3 * (2 * torch.rand(
-        y.shape[0], y.shape[1], generator=gen) - 1)))
+    perturbed(1e-3, gram=0.0)
     pseudo(root, "tf32")
     monkeypatch.setattr(ncut, "KRYLOV_STEPS", 1)
     monkeypatch.setattr(ncut, "_settled", lambda *a: False)
