@@ -104,6 +104,12 @@ def check_store_path(path: Path) -> dict:
     return attrs
 
 
+def _shard_files_exist(root: zarr.Group, path: Path, k: int) -> bool:
+    """Whether the files of shard ``k`` of every data array are there (one file per array and shard)."""
+    return all((path / name / root[name].metadata.encode_chunk_key((k,) + (0,) * (root[name].ndim - 1))).is_file()
+               for name in ("features", "cls", "sizes"))
+
+
 class StoreWriter:
     """Creates (or resumes) a store and writes whole shards."""
 
@@ -149,8 +155,9 @@ class StoreWriter:
         })
 
     def pending_shards(self, shards: list[int]) -> list[int]:
+        """Shards not marked done, or whose files are gone (deleted by hand: zarr would read zeros)."""
         done = self.root["shard_done"][:]
-        return [k for k in shards if not done[k]]
+        return [k for k in shards if not (done[k] and _shard_files_exist(self.root, self.path, k))]
 
     def write_shard(self, k: int, features: np.ndarray, cls: np.ndarray, sizes: np.ndarray) -> None:
         """Write shard ``k`` in one go ((n_k, h, w, d) features), then mark it done."""
@@ -159,9 +166,10 @@ class StoreWriter:
             raise StoreError(f"{self.path}: shard {k} needs {len(r)} images, got {features.shape[0]}")
         if not np.isfinite(features).all():
             raise StoreError(f"{self.path}: shard {k} has non-finite features (float16 overflow?)")
-        self.root["features"][r.start:r.stop] = features.reshape(len(r), -1, self.spec.dim).astype(np.float16)
-        self.root["cls"][r.start:r.stop] = cls.astype(np.float16)
-        self.root["sizes"][r.start:r.stop] = sizes.astype(np.int32)
+        with zarr.config.set({"array.write_empty_chunks": True}):  # every shard has its files, even all zeros
+            self.root["features"][r.start:r.stop] = features.reshape(len(r), -1, self.spec.dim).astype(np.float16)
+            self.root["cls"][r.start:r.stop] = cls.astype(np.float16)
+            self.root["sizes"][r.start:r.stop] = sizes.astype(np.int32)
         self.root["shard_done"][k] = 1
 
     def finalize(self) -> None:
@@ -185,6 +193,12 @@ class FeatureStore:
         if not self.attrs.get("complete"):
             raise StoreError(f"{self.path}: feature store is incomplete (an interrupted extract); run extract again")
         self.stems: list[str] = list(self.attrs["stems"])
+        ips = int(self.attrs["images_per_shard"])
+        gone = [k for k in range(-(-len(self.stems) // ips)) if not _shard_files_exist(self.root, self.path, k)]
+        if gone:
+            k = gone[0]
+            raise StoreError(f"{self.path}: files of {len(gone)} shard(s) are missing (first: images "
+                             f"{k * ips}-{min((k + 1) * ips, len(self.stems)) - 1}); run extract again to rewrite them")
         self.grid: tuple[int, int] = tuple(self.attrs["grid"])
         self.dim: int = int(self.attrs["dim"])
         self._features = self.root["features"]

@@ -1,4 +1,5 @@
 """The DVC workflow on a temporary git + DVC copy of the project (tiny random backbone, tiny demo)."""
+import hashlib
 import json
 import os
 import re
@@ -79,6 +80,23 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     again = run(["dvc", "repro"], project)
     assert "Running stage" not in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
+
+
+def test_each_store_is_on_disk_once_and_a_shard_deleted_by_hand_is_seen_and_rewritten(project):
+    """Stores are DVC outputs without cache (README "Disk"): no store byte is in .dvc/cache, `dvc status`
+    still sees a store changed by hand, and `dvc repro` rewrites exactly what is missing."""
+    stores = [project / "data/features/train.zarr", project / "data/features/eval/demo.zarr"]
+    cached = {f.parent.name + f.name for f in (project / ".dvc/cache/files/md5").rglob("*") if f.is_file()}
+    files = [f for s in stores for f in s.rglob("*") if f.is_file()]
+    assert len(files) > 10 and not {hashlib.md5(f.read_bytes()).hexdigest() for f in files} & cached
+    shard = project / "data/features/eval/demo.zarr/features/c/1/0/0"
+    before = shard.read_bytes()
+    shard.unlink()
+    status = run(["dvc", "status", "--json"], project)
+    assert set(json.loads(status[status.index("{"):])) == {"extract_eval@demo", "predict_bipartitions@demo",
+                                                           "predict_head@demo"}  # the store's readers
+    assert ran(run(["dvc", "repro"], project)) == {"extract_eval@demo"}  # same bytes: nothing after it reruns
+    assert shard.read_bytes() == before
 
 
 def test_every_declared_plot_renders_and_the_figures_need_no_network(project):

@@ -56,3 +56,16 @@ def test_ranks_own_disjoint_whole_shards_covering_all(n, world):
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+
+
+def test_a_shard_file_deleted_by_hand_is_refused_by_readers_and_rewritten_by_a_resumed_extraction(tmp_path):
+    path, s = tmp_path / "f.zarr", spec(n=5)
+    fill(path, s)
+    before = FeatureStore(path).features(3).copy()
+    (path / "features" / "c" / "1" / "0" / "0").unlink()  # zarr alone would read image 2-3 as zeros
+    with pytest.raises(StoreError, match=r"f.zarr: files of 1 shard\(s\) are missing \(first: images 2-3\)"):
+        FeatureStore(path)
+    w = StoreWriter(path, s)
+    assert w.pending_shards(list(range(s.n_shards))) == [1]
+    fill(path, s)
+    np.testing.assert_array_equal(FeatureStore(path).features(3), before)
