@@ -1,5 +1,5 @@
 """The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images and
-``configure`` to write params.yaml from presets.
+``configure`` to write params.yaml from presets, ``plan`` to see what a run will hold on disk.
 
 Subcommands are imported on use, so a stage runs (and DVC tracks) only its own modules."""
 import importlib
@@ -17,6 +17,7 @@ COMMANDS = {
     "report": "stages.report:report",
     "segment": "stages.segment:segment",
     "configure": "stages.configure:configure",
+    "plan": "stages.plan:plan",
 }
 
 
