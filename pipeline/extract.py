@@ -16,14 +16,14 @@ import torch
 from tqdm import tqdm
 
 from pipeline import timing
-from pipeline.backbone import Backbone, preprocess
+from pipeline.backbone import Backbone, BackboneInfo, preprocess
 from pipeline.datasets import Sample, load_image
 from pipeline.params import CompressorParams
 from pipeline.store import StoreSpec, StoreWriter, shards_for_rank
 from pipeline.views import View
 
 
-def make_spec(samples: list[Sample], backbone: Backbone, view: View, images_per_shard: int,
+def make_spec(samples: list[Sample], backbone: BackboneInfo, view: View, images_per_shard: int,
               compressor: CompressorParams, model_dtype: str) -> StoreSpec:
     g = backbone.grid(view.resolution)
     return StoreSpec(tuple(s.stem for s in samples), (g, g), backbone.hidden_size, backbone.name,
@@ -49,6 +49,18 @@ def _batches(samples: list[Sample], indices: list[int], view: View, batch_size: 
         yield torch.from_numpy(np.stack([x for x, _ in loaded])), [hw for _, hw in loaded]
 
 
+def encode(samples: list[Sample], indices: list[int], backbone: Backbone, view: View, batch_size: int,
+           pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]]:
+    """Float16 patch features (b, h, w, d) and CLS tokens (b, d) of ``indices`` in ``view``, batch by batch in
+    order, with each image's original (height, width). The store holds exactly these arrays, so a map
+    made from them equals the map made from the store."""
+    for pixels, hw in _batches(samples, indices, view, batch_size, pool):
+        with timing.section("forward"):  # the model and the copy to host memory
+            patches, cls_tokens = backbone(pixels)
+            out = patches.float().cpu().numpy().astype(np.float16), cls_tokens.float().cpu().numpy().astype(np.float16)
+        yield *out, hw
+
+
 def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWriter, shards: list[int], *,
                    batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
     """Compute and write the given shards that are not done yet; returns how many were written."""
@@ -61,11 +73,9 @@ def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWrite
         for k in todo:
             idx = list(spec.shard_range(k))
             feats, cls, sizes = [], [], []
-            for pixels, hw in _batches(samples, idx, View(spec.resolution, spec.hflip), batch_size, loaders):
-                with timing.section("forward"):  # the model and the copy to host memory
-                    patches, cls_tokens = backbone(pixels)
-                    feats.append(patches.float().cpu().numpy().astype(np.float16))
-                    cls.append(cls_tokens.float().cpu().numpy().astype(np.float16))
+            for f, c, hw in encode(samples, idx, backbone, View(spec.resolution, spec.hflip), batch_size, loaders):
+                feats.append(f)
+                cls.append(c)
                 sizes.extend(hw)
                 bar.update(len(hw))
             if pending is not None:

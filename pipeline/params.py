@@ -181,6 +181,7 @@ class PredictParams(Group):
     resolutions: list[Annotated[int, Field(gt=0)]] = Field([768], min_length=1)
     hflip: bool = False
     threshold: float = Field(0.5, gt=0, lt=1)        # binary masks: foreground where p > threshold
+    cache_features: bool = True                      # false: evaluation sets go image -> backbone -> maps, no store
     workers: int = _runtime(2, ge=1)
     chunk_size: int = _runtime(16, ge=1)
 

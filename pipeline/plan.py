@@ -59,7 +59,7 @@ def store_bytes(n: int, grid: int, dim: int, images_per_shard: int, compressor: 
 
 
 def plan_stores(p: Params, info: BackboneInfo, counts: dict[str, tuple[int, int | None, str]]) -> list[StorePlan]:
-    """Every store of the run: ``counts`` maps "train" and each eval set to (images, characters of all
+    """Every store of the run (0 bytes for evaluation views without a feature cache): ``counts`` maps "train" and each eval set to (images, characters of all
     their stems or None where they are not on disk yet, source of the count)."""
     out = []
 
@@ -68,6 +68,8 @@ def plan_stores(p: Params, info: BackboneInfo, counts: dict[str, tuple[int, int 
         g = info.grid(view.resolution)
         size = store_bytes(n, g, info.hidden_size, p.store.images_per_shard, p.store.compressor,
                            chars if chars is not None else GUESSED_STEM * n)
+        if key != "train" and not p.predict.cache_features:
+            size = 0  # predict forwards the images itself (README "Disk")
         out.append(StorePlan(path, n, view, g, info.hidden_size, size, source))
 
     add("data/features/train.zarr", "train", View(p.backbone.resolution))
@@ -127,7 +129,7 @@ def render(p: Params, info: BackboneInfo, stores: list[StorePlan]) -> str:
     for s in stores:
         view = f"{s.view.resolution} px" + (" mirrored" if s.view.hflip else "")
         lines.append(f"| {s.path} | {s.images}{f' ({s.source})' if s.source else ''} | {view} | {s.grid ** 2} | "
-                     f"{s.images} | {s.bytes / s.images / 1e6:.2f} | {_gb(s.bytes)} |")
+                     f"{s.images} | {s.bytes / s.images / 1e6:.2f} | {_gb(s.bytes) if s.bytes else 'no store'} |")
     total, forwards = sum(s.bytes for s in stores), sum(s.images for s in stores)
     lines += [f"| **all stores** | | | | **{forwards}** | | **{_gb(total)}** |", "",
               f"On disk: {_gb(total)} once (stores are DVC outputs without cache); DVC's default cache would "

@@ -39,6 +39,7 @@ from pipeline.files import atomic_write, write_json
 from pipeline.params import ParamsView, load_params
 
 STAMP = ".selfment"  # marks a folder this project created; holds the fingerprint of its content
+DONE = ".selfment-done"  # the fingerprint whose results the folder holds in full
 
 
 def fingerprint(*parts: Any) -> str:
@@ -161,6 +162,18 @@ def claim_dir(path: Path | str, key: str | None = None) -> Path:
     if not stamp.is_file() or key is not None:
         stamp.write_text(key or "")
     return path
+
+
+def finished(path: Path | str, key: str) -> bool:
+    """Whether the folder holds the complete results of ``key`` (:func:`finish`; :func:`claim_dir` with
+    another key empties it)."""
+    done = Path(path) / DONE
+    return done.is_file() and done.read_text() == key
+
+
+def finish(path: Path | str, key: str) -> None:
+    """Mark a claimed folder complete for ``key``: a rerun with the same inputs has nothing to do."""
+    (Path(path) / DONE).write_text(key)
 
 
 class Resume:

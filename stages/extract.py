@@ -3,6 +3,7 @@
 An evaluation set's base view (its first resolution, unmirrored) is its own store; ``--views extra``
 writes every other inference view (README "Beyond the paper") as ``<out>/<view>.zarr``, so adding a
 view never re-extracts the base store nor reruns the baselines that read it."""
+import shutil
 from pathlib import Path
 
 import click
@@ -18,8 +19,22 @@ from pipeline.views import View, set_views, view_store
 
 def _reads(o: dict) -> list[str]:
     split = ["data.train", "backbone.resolution"] if o["split"] == "train" else [
-        f"data.eval.{o['name']}", "predict.resolutions", *(["predict.hflip"] if o["views"] == "extra" else [])]
+        f"data.eval.{o['name']}", "predict.resolutions", "predict.cache_features",
+        *(["predict.hflip"] if o["views"] == "extra" else [])]
     return [*split, "backbone.name", "backbone.dtype", "store"]
+
+
+def _no_stores(out: Path, folder: bool) -> None:
+    """``predict.cache_features: false``: the output is an empty folder (predict reads the images); stores
+    this project wrote there before are removed, anything else there stops the stage."""
+    for path in sorted(check_out_dir(out).glob("*.zarr")) if folder else [out]:
+        if check_store_path(path):  # one of this project's stores (a folder of yours raises)
+            shutil.rmtree(path)
+    if folder:
+        claim_dir(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    click.echo(f"{out}: no feature store (predict.cache_features is false: predict reads the images)")
 
 
 @stage("extract", reads=_reads)
@@ -46,6 +61,9 @@ def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
         samples = datasets.eval_samples(spec)
         base, *extra = set_views(spec, p.predict.resolutions, views == "extra" and p.predict.hflip)
         stores = {view_store(check_out_dir(out), v): v for v in extra} if views == "extra" else {out: base}
+    if split == "eval" and not p.predict.cache_features:
+        _no_stores(out, views == "extra")
+        return
     info = backbone_info(b.name)
     for path, view in stores.items():
         check_store_path(path)

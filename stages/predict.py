@@ -1,49 +1,83 @@
-"""Stage predict: evaluation feature stores -> full-size uint8 PNG saliency maps at each image's original
-size, ``<out>/<method>/<stem>.png``: either the trained head's (``--maps head``, fused over the set's
-inference views) or every bipartition baseline's on the base view (``--maps bipartitions``), two DVC
-stages so that a change of the head never recomputes NCut. ``--masks DIR`` also writes the head's
-binary 0/255 object masks, ``DIR/<stem>.png`` (foreground where p > ``predict.threshold``)."""
+"""Stage predict: an evaluation set -> full-size uint8 PNG saliency maps at each image's original size,
+``<out>/<method>/<stem>.png``, of the bipartition baselines (CLS, k-means, NCut, NCut + IPO, on the base
+view) and of the trained head (fused over the set's inference views). ``--maps`` picks both (the DVC
+stage) or one group. Each group's folders are stamped with its inputs and marked finished, so a rerun
+recomputes only the groups whose inputs changed: a new head never recomputes NCut.
+
+Features come from the set's stores, or with ``predict.cache_features: false`` straight from the images
+through the backbone, every view once per image, in the batches extraction uses (so the maps are
+byte-identical; README "Disk"). ``--masks DIR`` also writes the head's binary 0/255 object masks,
+``DIR/<stem>.png`` (foreground where p > ``predict.threshold``)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
+from pipeline import datasets
+from pipeline.backbone import backbone_info, load_backbone
+from pipeline.datasets import Sample
 from pipeline.errors import PipelineError
+from pipeline.extract import encode, make_spec
 from pipeline.head import fuse_views, load_head
 from pipeline.maps import save_mask, save_png
-from pipeline.params import MAP_METHODS, METHODS, IPOParams, NCutParams
+from pipeline.params import MAP_METHODS, METHODS, BackboneParams, IPOParams, NCutParams
 from pipeline.pseudo import bipartition_maps
-from pipeline.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, run_units,
-                             stage)
+from pipeline.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, finish,
+                             finished, run_units, stage)
 from pipeline.store import FeatureStore, StoreError
-from pipeline.views import set_views, view_store, views_folder
+from pipeline.views import View, set_views, view_store, views_folder
+
+GROUPS = {"bipartitions": METHODS, "head": ("head",)}
 
 
 @dataclass
 class PredictWork(Work):
-    stores: list[tuple[str, bool]]                  # (store, mirrored) per view; [0] is the base view
     out: str
-    head_path: str | None                           # head maps; else bipartition maps with:
-    bipartition: tuple[NCutParams, IPOParams, int] | None
+    head_path: str | None                           # head maps (None: no head maps)
+    bipartition: tuple[NCutParams, IPOParams, int] | None  # bipartition maps (None: none)
+    stores: list[tuple[str, bool]] | None           # (store, mirrored) per view, [0] the base view; or
+    images: tuple[list[Sample], list[View], BackboneParams] | None = None  # no feature cache: from the images
     masks: tuple[str, float] | None = None          # binary masks (head): folder, foreground p > threshold
 
     def open(self) -> None:
-        self.views = [(FeatureStore(path), mirrored) for path, mirrored in self.stores]
         self.head = load_head(self.head_path) if self.head_path else None
-        self.sizes = self.views[0][0].sizes()
+        if self.images:
+            b = self.images[2]
+            self.backbone, self.loaders = load_backbone(b.name, b.dtype, b.device), ThreadPoolExecutor(b.workers)
+        else:
+            self.views = [(FeatureStore(path), mirrored) for path, mirrored in self.stores]
+            self.sizes = self.views[0][0].sizes()
+
+    def _inputs(self, indices: list[int]) -> Iterator[tuple[str, tuple[int, int], list, np.ndarray]]:
+        """(stem, original size, [(features, mirrored)] per view, base view's CLS) of each image."""
+        if not self.images:
+            base = self.views[0][0]
+            for i in indices:
+                yield base.stems[i], self.sizes[i], [(s.features(i), m) for s, m in self.views], base.cls(i)
+            return
+        samples, views, b = self.images
+        encoded = [list(encode(samples, indices, self.backbone, v, b.batch_size, self.loaders)) for v in views]
+        features = [np.concatenate([f for f, _, _ in e]) for e in encoded]
+        cls = np.concatenate([c for _, c, _ in encoded[0]])
+        sizes = [size for _, _, batch in encoded[0] for size in batch]
+        for k, i in enumerate(indices):
+            yield samples[i].stem, sizes[k], [(f[k], v.hflip) for f, v in zip(features, views)], cls[k]
 
     def __call__(self, indices: list[int]) -> int:
         """Writes the maps of ``indices``; returns how many of them NCut solved densely."""
-        base, fallbacks = self.views[0][0], 0
-        for i in indices:
-            size, stem = self.sizes[i], base.stems[i]
-            if self.head:
-                maps = {"head": fuse_views(self.head, [(s.features(i), m) for s, m in self.views], size)}
-            else:
-                maps, fallback = bipartition_maps(base.features(i), base.cls(i), size, *self.bipartition)
+        fallbacks = 0
+        for stem, size, views, cls in self._inputs(indices):
+            maps = {}
+            if self.bipartition:
+                maps, fallback = bipartition_maps(views[0][0], cls, size, *self.bipartition)
                 fallbacks += fallback
+            if self.head:
+                maps["head"] = fuse_views(self.head, views, size)
             for m, prob in maps.items():
                 save_png(prob, Path(self.out) / m / f"{stem}.png")
             if self.masks:
@@ -53,60 +87,81 @@ class PredictWork(Work):
 
 
 def _reads(o: dict) -> list[str]:
-    if o["maps"] == "bipartitions":
-        return ["ncut", "ipo", "pseudo.kmeans_seed"]
-    return [f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip",
-            *(["predict.threshold"] if o["masks"] else [])]
+    bip = ["ncut", "ipo", "pseudo.kmeans_seed"] if o["maps"] != "head" else []
+    if o["name"] is None:
+        return bip
+    return [*bip, f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip", "predict.cache_features",
+            "backbone.name", "backbone.dtype", "store", *(["predict.threshold"] if o["masks"] else [])]
 
 
 @stage("predict", reads=_reads)
-@click.option("--maps", type=click.Choice(["head", "bipartitions"]), required=True,
-              help="The head's maps, or those of every bipartition method (CLS, k-means, NCut, NCut + IPO).")
-@click.option("--features", type=click.Path(exists=True, path_type=Path), required=True,
+@click.option("--maps", type=click.Choice(["all", "head", "bipartitions"]), default="all", show_default=True,
+              help="Every method's maps, the head's only, or the bipartition methods' only.")
+@click.option("--features", type=click.Path(path_type=Path), required=True,
               help="The set's base store; its other views are read from <store stem>.views/ beside it.")
-@click.option("--name", help="Evaluation set (a key of data.eval; with --maps head: its views).")
+@click.option("--name", help="Evaluation set (a key of data.eval): its views, and its images without a feature "
+              "cache; needed for head maps.")
 @click.option("--head", "head_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Trained head (with --maps head).")
+              help="Trained head (for head maps).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Prediction directory of the set.")
-@click.option("--masks", type=click.Path(path_type=Path),
-              help="Also write the head's binary 0/255 masks here (with --maps head).")
+@click.option("--masks", type=click.Path(path_type=Path), help="Also write the head's binary 0/255 masks here.")
 def predict(p, maps: str, features: Path, name: str | None, head_path: Path | None, out: Path,
             masks: Path | None) -> None:
     """Saliency maps at each image's original size (README "Method: inference"); resumable."""
-    store = FeatureStore(features)
-    if maps == "head":
-        if head_path is None or name is None:
-            raise PipelineError("predict --maps head needs --head and --name")
+    groups = list(GROUPS) if maps == "all" else [maps]
+    if "head" in groups and (head_path is None or name is None):
+        raise PipelineError(f"predict --maps {maps} needs --head and --name")
+    if masks and "head" not in groups:
+        raise PipelineError("predict --masks goes with the head's maps")
+    if "head" in groups:
         load_head(head_path)  # a bad head file fails here, with one line, before any work
-        _, *extra = set_views(p.data.eval[name], p.predict.resolutions, p.predict.hflip)
-        views = [(features, False)] + [(view_store(views_folder(features), v), v.hflip) for v in extra]
-        stores = [store] + [FeatureStore(path) for path, _ in views[1:]]
-        for path, other in zip(views[1:], stores[1:]):
-            if other.stems != store.stems:
-                raise StoreError(f"{path[0]}: holds other images than {features}; rerun extract")
-        methods = ("head",)
-        mask_to = (str(masks), p.predict.threshold) if masks else None
-        key = fingerprint([s.attrs["fingerprint"] for s in stores], file_digest(head_path), *(mask_to or ()))
-        work = PredictWork([(str(v), m) for v, m in views], str(out), str(head_path), None, mask_to)
-    else:
-        if masks:
-            raise PipelineError("predict --masks goes with --maps head")
-        bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed)
-        methods, key = METHODS, fingerprint(store.attrs["fingerprint"], *bip)
-        work = PredictWork([(str(features), False)], str(out), None, bip)
-    # the set's folder holds both predict stages' method folders (DVC outputs, listed in DVC's .gitignore)
-    check_out_dir(out, allow=frozenset({*MAP_METHODS, ".head.partial", ".bipartitions.partial", ".gitignore"}))
-    for m in methods:  # every folder is checked before any is written
-        check_out_dir(out / m)
-    if masks:
-        check_out_dir(masks)
-    for m in methods:
-        claim_dir(out / m, key)
-    if masks:
-        claim_dir(masks, key)
-    units = chunked(range(len(store)), p.predict.chunk_size)
-    resume = Resume(out / maps, fingerprint(key, units))
-    fallbacks = sum(run_units(work, units, resume, workers=p.predict.workers, desc=f"predict {maps} {out.name}"))
-    resume.close()
-    click.echo(f"{out}: {len(store)} images x {', '.join(methods)}" + (f"; masks in {masks}" if masks else "")
-               + (f"; NCut dense fallbacks: {fallbacks}" if maps == "bipartitions" else ""))
+    cached = name is None or p.predict.cache_features
+    spec = p.data.eval[name] if name else None
+    views = set_views(spec, p.predict.resolutions, p.predict.hflip)[: None if "head" in groups else 1] if spec else []
+    paths = [(features, False)] + [(view_store(views_folder(features), v), v.hflip) for v in views[1:]]
+    if cached:
+        stores = [FeatureStore(path) for path, _ in paths]
+        for (path, _), other in zip(paths[1:], stores[1:]):
+            if other.stems != stores[0].stems:
+                raise StoreError(f"{path}: holds other images than {features}; rerun extract")
+        prints, n = [s.attrs["fingerprint"] for s in stores], len(stores[0])
+    else:  # the fingerprints the stores would have: a switch of predict.cache_features keeps finished maps
+        samples, b = datasets.eval_samples(spec), p.backbone
+        info = backbone_info(b.name)
+        datasets.validate(samples, min_side=info.patch_size)
+        prints = [make_spec(samples, info, v, p.store.images_per_shard, p.store.compressor, b.dtype).fingerprint()
+                  for v in views]
+        n = len(samples)
+    mask_to = (str(masks), p.predict.threshold) if masks else None
+    bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed) if "bipartitions" in groups else None
+    keys = {g: fingerprint(prints[0], *bip) if g == "bipartitions" else
+            fingerprint(prints, file_digest(head_path), *(mask_to or ())) for g in groups}
+    folders = {g: [out / m for m in GROUPS[g]] + ([masks] if g == "head" and masks else []) for g in groups}
+    # the set's folder holds every method folder (DVC outputs, listed in DVC's .gitignore)
+    check_out_dir(out, allow=frozenset({*MAP_METHODS, ".gitignore", *(f".{g}.partial" for g in
+                                                                       ("head", "bipartitions", "bipartitions+head"))}))
+    for g in groups:  # every folder is checked before any is written
+        for f in folders[g]:
+            check_out_dir(f)
+    todo = [g for g in groups if not all(finished(f, keys[g]) for f in folders[g])]
+    for g in todo:
+        for f in folders[g]:
+            claim_dir(f, keys[g])
+    if todo:
+        work = PredictWork(str(out), str(head_path) if "head" in todo else None, bip if "bipartitions" in todo else None,
+                           [(str(path), m) for path, m in paths] if cached else None,
+                           None if cached else (samples, views, p.backbone), mask_to if "head" in todo else None)
+        # without a cache, units are the store's shards (the batches extraction forwards) in this process
+        units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
+        resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], units))
+        fallbacks = sum(run_units(work, units, resume, workers=p.predict.workers if cached else 1,
+                                  desc=f"predict {'+'.join(todo)} {out.name}"))
+        resume.close()
+        for g in todo:
+            for f in folders[g]:
+                finish(f, keys[g])
+    click.echo(f"{out}: {n} images; " + "; ".join(
+        f"{g} ({', '.join(GROUPS[g])}): " + ("written" if g in todo else "up to date") for g in groups)
+        + (f"; masks in {masks}" if masks else "")
+        + (f"; NCut dense fallbacks: {fallbacks}" if "bipartitions" in todo else "")
+        + ("" if cached else "; features from the images (predict.cache_features: false)"))

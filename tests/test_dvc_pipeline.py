@@ -58,7 +58,8 @@ def ran(out: str) -> set[str]:
 
 
 ALL_STAGES = {"demo_data@demo", "extract_train", "extract_eval@demo", "extract_views@demo", "pseudo_masks", "train",
-              "self_train", "predict_bipartitions@demo", "predict_head@demo", "evaluate@demo", "report"}
+              "self_train", "predict@demo", "evaluate@demo", "report"}
+UP_TO_DATE = "bipartitions (cls, kmeans, ncut, ncut_ipo): up to date"  # predict kept the baselines' maps
 
 
 def test_repro_runs_every_stage_then_is_a_no_op(project):
@@ -93,8 +94,7 @@ def test_each_store_is_on_disk_once_and_a_shard_deleted_by_hand_is_seen_and_rewr
     before = shard.read_bytes()
     shard.unlink()
     status = run(["dvc", "status", "--json"], project)
-    assert set(json.loads(status[status.index("{"):])) == {"extract_eval@demo", "predict_bipartitions@demo",
-                                                           "predict_head@demo"}  # the store's readers
+    assert set(json.loads(status[status.index("{"):])) == {"extract_eval@demo", "predict@demo"}  # + its reader
     assert ran(run(["dvc", "repro"], project)) == {"extract_eval@demo"}  # same bytes: nothing after it reruns
     assert shard.read_bytes() == before
 
@@ -122,8 +122,7 @@ def test_every_declared_plot_renders_and_the_figures_need_no_network(project):
 def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     before = json.loads((project / "metrics/pseudo_masks.json").read_text())
     out = run(["dvc", "exp", "run", "-n", "iters1", "-S", "ipo.iters=1"], project)
-    assert ran(out) == {"pseudo_masks", "train", "self_train", "predict_bipartitions@demo", "predict_head@demo",
-                        "evaluate@demo", "report"}
+    assert ran(out) == {"pseudo_masks", "train", "self_train", "predict@demo", "evaluate@demo", "report"}
     after = json.loads((project / "metrics/pseudo_masks.json").read_text())
     assert after["ncut"] == before["ncut"] and after["ncut_ipo"] != before["ncut_ipo"]
     shown = run(["dvc", "exp", "show", "--csv"], project)
@@ -146,7 +145,7 @@ def test_a_loss_change_reruns_the_head_never_the_pseudo_masks_or_the_baselines_m
         out = run(["dvc", "exp", "run", "-n", "no-con"], project)
     finally:
         params.write_text(original)
-    assert ran(out) == {"train", "self_train", "predict_head@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"train", "self_train", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
 
 
 def test_changing_the_resolution_re_extracts_train_only(project):
@@ -167,7 +166,7 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
     # the stages that import pipeline/features.py, and not extract; evaluate and report follow when
     # predict's maps change (the ipo.iters test shows that chain), since they do not run this module
     changed = set(json.loads(status[status.index("{"):]))
-    assert changed == dry == {"pseudo_masks", "train", "self_train", "predict_bipartitions@demo", "predict_head@demo"}
+    assert changed == dry == {"pseudo_masks", "train", "self_train", "predict@demo"}
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
 
 
@@ -179,7 +178,7 @@ def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
     # a new training store (7 x 7 grid): rank 0 writes shards 0 and 2, rank 1 shard 1; the evaluation
     # store's settings did not change, so both ranks find it complete (nothing to do), and the baselines'
     # maps, which depend on that store only, are not recomputed
-    assert ran(out) == ALL_STAGES - {"demo_data@demo", "predict_bipartitions@demo"}
+    assert ran(out) == ALL_STAGES - {"demo_data@demo"} and UP_TO_DATE in out
     assert "3 shards (2 written by rank 0)" in out and "3 shards (1 written by rank 1)" in out
     assert FeatureStore(project / "data/features/train.zarr").grid == (7, 7)
     assert "on 2 process(es)" in out
@@ -194,14 +193,30 @@ def test_inference_views_and_self_training_rerun_only_what_they_must(project):
     before = FeatureStore(base).attrs["fingerprint"]
     out = run(["dvc", "exp", "run", "-n", "views", "-S", "predict.hflip=true", "-S", "predict.resolutions=[112,56]"],
               project)
-    assert ran(out) == {"extract_eval@demo", "extract_views@demo", "predict_head@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"extract_eval@demo", "extract_views@demo", "predict@demo", "evaluate@demo", "report"}
+    assert UP_TO_DATE in out
     assert FeatureStore(base).attrs["fingerprint"] == before
     assert sorted(p.name for p in (project / "data/features/eval/demo.views").glob("*.zarr")) == [
         "112-hflip.zarr", "56-hflip.zarr", "56.zarr"]
     out = run(["dvc", "exp", "run", "-n", "rounds", "-S", "train.rounds=2"], project)
-    assert ran(out) == {"self_train", "predict_head@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"self_train", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
     log = pd.read_csv(project / "plots/self_train_loss.csv")
     assert len(log) > 0 and set(log["round"]) == {2}
+
+
+def test_without_a_feature_cache_the_eval_stores_go_and_a_new_head_reruns_the_forwards(project):
+    """predict.cache_features=false: the evaluation stores are removed and every map is kept (its
+    inputs' fingerprints are the same); a training experiment then reruns the head's forwards from the images."""
+    results = json.loads((project / "metrics/results.json").read_text())
+    out = run(["dvc", "exp", "run", "-n", "nocache", "-S", "predict.cache_features=false"], project)
+    assert ran(out) == {"extract_eval@demo", "extract_views@demo", "predict@demo"}
+    assert "head (head): up to date" in out and UP_TO_DATE in out
+    assert list((project / "data/features/eval/demo.zarr").iterdir()) == []
+    assert not list((project / "data/features/eval/demo.views").glob("*.zarr"))
+    assert json.loads((project / "metrics/results.json").read_text()) == results
+    out = run(["dvc", "exp", "run", "-n", "nocache-seed", "-S", "train.seed=1"], project)
+    assert ran(out) == {"train", "self_train", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
+    assert "head (head): written" in out and "features from the images" in out
 
 
 def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_dir, write_pairs):
@@ -217,7 +232,7 @@ def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_di
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "NCut + IPO" in r.stdout and "overhead (all but the forward)" in r.stdout
     summary = json.loads((tmp_path / "w/timing.json").read_text())
-    per_set = ("extract_eval", "extract_views", "predict_bipartitions", "predict_head", "evaluate")
+    per_set = ("extract_eval", "extract_views", "predict", "evaluate")
     assert set(summary["stages"]) == {"extract_train", "pseudo_masks", "train", "self_train", "report",
                                       *(f"{s}.duts_eval" for s in per_set)}
     stage_time = sum(t["wall_s"] for t in summary["stages"].values())

@@ -69,3 +69,8 @@ def test_the_paper_preset_plans_offline_from_published_sizes(tmp_path):
     assert "| data/features/eval/DUTS-TE.zarr | 5019 (published) | 768 px | 2304 | 5019 |" in out
     assert "**18789**" in out  # 1000 training + 17789 evaluation images, one view each
     assert "N = 2304 patches" in out and "2304 tokens x 4096" in out
+    text = params.read_text().replace("cache_features: true", "cache_features: false")
+    params.write_text(text)
+    out = invoke("plan", "--params", str(params))
+    assert "| data/features/eval/DUTS-TE.zarr | 5019 (published) | 768 px | 2304 | 5019 | 0.00 | no store |" in out
+    assert "**16.96 GB**" in out  # the training store only

@@ -291,3 +291,42 @@ def test_dataset_problems_are_reported_before_the_weights_are_loaded(setup, tmp_
     assert r.output.strip().splitlines()[-1:] == [
         f"error: {ds / 'masks' / 'im01.png'}: mask is 10x10 but its image is 60x45"]
     assert "Loading weights" not in r.output
+
+
+def test_without_a_feature_cache_every_map_is_byte_identical_and_no_store_is_written(setup, tmp_path, write_params,
+                                                                                     tiny_model_dir):
+    """predict.cache_features: false: image -> backbone -> every method's maps in one pass (views and
+    mirrors included) equal the cached path's byte for byte; extract leaves empty folders (and removes
+    its stores of a cached run); a rerun with the same inputs has nothing to do."""
+    root = setup
+    pseudo(root, "p")
+    train(root, "nc")
+    head = root / "head_nc.safetensors"
+    spec = {"root": str(root / "ds"), "images": "images", "masks": "masks"}
+    for cache in (True, False):
+        write_params(tmp_path / f"{cache}.yaml", {
+            "data": {"train": {"dataset": spec}, "eval": {"ds": spec}},
+            "backbone": {"name": str(tiny_model_dir), "resolution": 112, "device": "cpu", "batch_size": 2},
+            "store": {"images_per_shard": 4}, "ipo": {"min_cluster": 3},
+            "predict": {"resolutions": [112, 56], "hflip": True, "cache_features": cache, "chunk_size": 2, "workers": 1}})
+    run = lambda cache, *a: cli(tmp_path, *a, params=f"{cache}.yaml")  # noqa: E731
+    base, views = tmp_path / "ds.zarr", tmp_path / "ds.views"
+    outs = {}
+    for cache in (True, False):
+        run(cache, "extract", "--split", "eval", "--name", "ds", "--out", str(base))
+        run(cache, "extract", "--split", "eval", "--name", "ds", "--views", "extra", "--out", str(views))
+        outs[cache] = tmp_path / f"pred_{cache}"
+        r = run(cache, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[cache]),
+                "--masks", str(tmp_path / f"masks_{cache}"))
+        assert "bipartitions (cls, kmeans, ncut, ncut_ipo): written; head (head): written" in r.output
+    assert list(base.iterdir()) == [] and not list(views.glob("*.zarr"))  # the cached run's stores are gone
+    for m in METHODS:
+        cached = sorted((outs[True] / m).glob("*.png"))
+        assert len(cached) == 6
+        for f in cached:
+            assert f.read_bytes() == (outs[False] / m / f.name).read_bytes(), (m, f.name)
+    for f in (tmp_path / "masks_True").glob("*.png"):
+        assert f.read_bytes() == (tmp_path / "masks_False" / f.name).read_bytes()
+    r = run(False, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[False]),
+            "--masks", str(tmp_path / "masks_False"))
+    assert "bipartitions (cls, kmeans, ncut, ncut_ipo): up to date; head (head): up to date" in r.output
