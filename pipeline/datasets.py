@@ -10,12 +10,13 @@ Every pair is checked before any work starts (:func:`validate`); a problem raise
 from __future__ import annotations
 
 import random
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.errors import PipelineError
 from pipeline.params import DatasetSpec, EvalSet, TrainData
@@ -120,13 +121,42 @@ def _to_uint8(im: Image.Image) -> Image.Image:
 
 
 def load_image(path: Path | str) -> np.ndarray:
-    """RGB uint8 (H, W, 3); grayscale, palette, RGBA and 16-bit inputs are converted."""
-    im = _to_uint8(_open(Path(path)))
+    """RGB uint8 (H, W, 3) of a dataset image, its stored pixel array as is (the grid its mask is drawn
+    on: no EXIF orientation, README "Datasets"); grayscale, palette, RGBA and 16-bit are converted."""
+    return _rgb(_open(Path(path)))
+
+
+def _rgb(im: Image.Image) -> np.ndarray:
+    """RGB uint8 of a decoded image: grayscale, palette, CMYK and 16-bit converted, alpha composited on black."""
+    im = _to_uint8(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(background, im)
     return np.asarray(im.convert("RGB"))
+
+
+def load_photo(path: Path | str, side: int) -> tuple[np.ndarray, tuple[int, int], str | None]:
+    """A photo as viewers show it, for ``segment``: EXIF orientation applied, the first frame of an
+    animation or multi-page file, and a JPEG larger than PIL's decompression-bomb limit decoded at a
+    reduced scale (DCT scaling, never below ``side`` pixels on its shorter side), so memory stays bounded.
+    Returns RGB uint8 pixels, the full oriented (height, width) the map is written at, and a note or None."""
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+            (w, h), frames = im.size, getattr(im, "n_frames", 1)
+            if im.format == "JPEG" and w * h > (Image.MAX_IMAGE_PIXELS or np.inf):
+                scale = side / min(w, h)
+                im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+            im.load()
+            im = ImageOps.exif_transpose(im)
+        except Exception as exc:  # PIL raises several types for unreadable, truncated or oversized files
+            raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
+    note = f"{path}: {frames} frames, the first one segmented" if frames > 1 else None
+    return _rgb(im), ((w, h) if turned else (h, w)), note
 
 
 def load_mask(path: Path | str) -> np.ndarray:

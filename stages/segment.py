@@ -11,7 +11,7 @@ import click
 import torch
 
 from pipeline.backbone import backbone_info, load_backbone, preprocess
-from pipeline.datasets import DatasetError, load_image
+from pipeline.datasets import DatasetError, load_photo
 from pipeline.errors import PipelineError
 from pipeline.head import fuse_views, load_head
 from pipeline.maps import save_mask, save_png
@@ -33,23 +33,23 @@ class SegmentWork(Work):
         self.model = load_backbone(self.backbone, self.dtype, self.device)
         self.head = load_head(self.head_path, device=self.model.device)
 
-    def __call__(self, path: str) -> str | None:
-        """Write the map of one image; the reason it was skipped, or None."""
+    def __call__(self, path: str) -> tuple[str | None, str | None]:
+        """Write the map of one image (as viewers orient it); (the reason it was skipped, a note), each or None."""
         try:
-            image = load_image(path)
+            image, size, note = load_photo(path, max(v.resolution for v in self.views))
         except DatasetError as exc:
-            return str(exc)
+            return str(exc), None
         features = []
         with torch.no_grad():
             for view in self.views:
                 patches, _ = self.model(torch.from_numpy(preprocess(image, *view))[None])
                 features.append((patches[0], view.hflip))
-        prob, out = fuse_views(self.head, features, image.shape[:2]), Path(self.out) / f"{Path(path).stem}.png"
+        prob, out = fuse_views(self.head, features, size), Path(self.out) / f"{Path(path).stem}.png"
         if self.threshold is None:
             save_png(prob, out)
         else:
             save_mask(prob, self.threshold, out)
-        return None
+        return None, note
 
 
 @stage("segment", reads=("backbone.name", "backbone.dtype", "predict.resolutions", "predict.hflip",
@@ -63,9 +63,9 @@ class SegmentWork(Work):
               help="0/255 object masks (foreground where p > predict.threshold) instead of saliency maps.")
 def segment(p, images: tuple[Path, ...], head_path: Path, out: Path, backbone: str | None,
             resolution: int | None, binary: bool) -> None:
-    """Write OUT/<stem>.png for every image (views of predict.resolutions and predict.hflip, fused);
-    unreadable files are reported, skipped, and make the exit status 1 once the others are done. An
-    interrupted run resumes."""
+    """Write OUT/<stem>.png for every image (views of predict.resolutions and predict.hflip, fused) at
+    the image's size as viewers show it (EXIF orientation applied); unreadable files are reported,
+    skipped, and make the exit status 1 once the others are done. An interrupted run resumes."""
     b, pr = p.backbone, p.predict
     name = backbone or b.name
     wanted = views([resolution] if resolution else pr.resolutions, pr.hflip)
@@ -81,8 +81,12 @@ def segment(p, images: tuple[Path, ...], head_path: Path, out: Path, backbone: s
     work = SegmentWork(name, b.dtype, b.device, wanted, str(head_path), str(out), threshold)
     units = [Unit(f"{k:06d}", (str(path),)) for k, path in enumerate(images)]
     resume = Resume(out, fingerprint(name, b.dtype, wanted, threshold, file_digest(head_path), units))
-    skipped = [r for r in run_units(work, units, resume, desc="segment") if r]
+    results = run_units(work, units, resume, desc="segment")
     resume.close()
+    skipped = [reason for reason, _ in results if reason]
+    for _, note in results:
+        if note:
+            click.echo(f"note: {note}", err=True)
     for reason in skipped:
         click.echo(f"skipped: {reason}", err=True)
     click.echo(f"{out}: {len(images) - len(skipped)} {'masks' if binary else 'maps'} written, "

@@ -108,3 +108,17 @@ def test_training_sample_is_the_official_codes_sample(tmp_path, write_pairs):
 def test_shared_duts_tr_is_found_by_its_preset(shared_duts):
     samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))
     assert len(samples) == 3000 and all(s.mask.suffix == ".png" for s in samples)
+
+
+def test_a_dataset_image_with_an_exif_rotation_keeps_its_stored_pixels_the_grid_of_its_mask(pairs):
+    """Benchmark masks are drawn on the stored pixel array: a dataset image is read as stored (no EXIF
+    orientation), so a mask of the raw size validates and the two align (segment, for photos, orients)."""
+    image = next((pairs / "images").iterdir())
+    raw = Image.open(image).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers show it turned by 90 degrees
+    raw.save(image, exif=exif)
+    samples = resolve(DatasetSpec(root=str(pairs), images="images", masks="masks"))
+    validate(samples)
+    sample = next(s for s in samples if s.image == image)
+    assert load_image(sample.image).shape[:2] == load_mask(sample.mask).shape == (raw.height, raw.width)

@@ -330,3 +330,45 @@ def test_without_a_feature_cache_every_map_is_byte_identical_and_no_store_is_wri
     r = run(False, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[False]),
             "--masks", str(tmp_path / "masks_False"))
     assert "bipartitions (cls, kmeans, ncut, ncut_ipo): up to date; head (head): up to date" in r.output
+
+
+def test_segment_takes_photos_as_viewers_show_them_and_reports_the_rest(setup, tmp_path, monkeypatch):
+    """EXIF orientation applied (the map is aligned with the displayed photo), CMYK, 16-bit and palette
+    decoded, the first frame of a GIF (said once), an over-limit JPEG decoded at reduced scale; a zero-byte
+    file and a text file reported in one line each while the others are written."""
+    from PIL import ImageOps
+
+    from pipeline.datasets import load_photo
+
+    root = setup
+    pseudo(root, "p")
+    train(root, "ph")
+    src = Image.open(root / "ds/images/im01.jpg").convert("RGB")  # 70 x 50
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src.save(photos / "phone.jpg", exif=exif)
+    ImageOps.exif_transpose(Image.open(photos / "phone.jpg")).save(photos / "upright.png")  # the same pixels, shown
+    src.convert("CMYK").save(photos / "cmyk.jpg")
+    Image.fromarray((np.asarray(src.convert("L"), np.uint16) * 257)).save(photos / "deep.png")  # 16-bit gray
+    src.convert("P").save(photos / "palette.png")
+    src.save(photos / "anim.gif", save_all=True, append_images=[src.rotate(90), src.rotate(180)])
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "notes.png").write_text("not an image")
+    out = tmp_path / "maps"
+    r = cli(root, "segment", *map(str, sorted(photos.iterdir())), "--head", str(root / "head_ph.safetensors"),
+            "--out", str(out), code=1)
+    assert "6 maps written, 2 skipped" in r.output
+    assert r.output.count("empty.jpg: unreadable") == 1 and r.output.count("notes.png: unreadable") == 1
+    assert r.output.count("anim.gif: 3 frames, the first one segmented") == 1
+    phone = np.asarray(Image.open(out / "phone.png"))
+    assert phone.shape == (70, 50)  # as displayed, not the stored 50 x 70 pixels
+    np.testing.assert_array_equal(phone, np.asarray(Image.open(out / "upright.png")))
+    for name in ("cmyk", "deep", "palette", "anim"):
+        assert np.asarray(Image.open(out / f"{name}.png")).shape == (50, 70)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.full((600, 800, 3), 128, np.uint8)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300_000)  # 800 x 600 is over PIL's limit (warned, not refused)
+    pixels, size, _ = load_photo(big, 112)
+    assert size == (600, 800) and pixels.shape == (150, 200, 3)  # decoded at 1/4: >= 112 px, bounded
