@@ -180,10 +180,13 @@ class Resume:
     """Finished work units of one output, kept beside it in ``.<name>.partial/<key>/`` until the stage
     ends. A different key (other params, other inputs, other units) starts afresh."""
 
-    def __init__(self, output: Path | str, key: str):
+    def __init__(self, output: Path | str, key: str, owner: bool = True):
+        """``owner``: this process clears stale state and may write (``False``: another rank reads it)."""
         output = Path(output)
         self.root = output.parent / f".{output.name}.partial"
         self.dir = self.root / key[:16]
+        if not owner:
+            return
         if self.root.is_dir():  # state of another configuration: never to be resumed
             for stale in self.root.iterdir():
                 if stale != self.dir:

@@ -85,7 +85,8 @@ def rank_order(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1
 
 def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams(), head: HeadParams = HeadParams(),
                loss: LossParams = LossParams(), rank: int = 0, world_size: int = 1, progress: bool = True,
-               on_step: Callable[[dict], None] | None = None, device="cpu") -> tuple[Head, list[dict]]:
+               on_step: Callable[[dict], None] | None = None, device="cpu", state: dict | None = None,
+               on_epoch: Callable[[dict], None] | None = None) -> tuple[Head, list[dict]]:
     """Train a :class:`Head` with the Eq. 13 loss; returns (unwrapped head, per-step log).
 
     ``images[i]`` returns (features (N, d) float16/float32, labels (N,) bool) and is read lazily, one
@@ -95,6 +96,8 @@ def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams()
     the head is wrapped in DistributedDataParallel. Log entries are
     {epoch, step (global, 0-based), image, loss, bce, dice, con}; losses are this rank's own image.
     Empty or full masks train on BCE + Dice (the contrastive term is 0 there).
+    ``on_epoch`` gets the training state after each epoch ({head, optimizer, epoch, log}); passed back as
+    ``state``, training continues from there exactly as if it had not stopped (nothing else is random).
     """
     n = len(images)
     if n == 0:
@@ -119,11 +122,15 @@ def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams()
     opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
     steps_per_epoch = math.ceil(n / world_size)
-    bar = tqdm(total=epochs * steps_per_epoch, unit="step", disable=not (progress and rank == 0),
+    start, log = 0, []
+    if state is not None:
+        net.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        start, log = state["epoch"], list(state["log"])
+    step = start * steps_per_epoch
+    bar = tqdm(total=epochs * steps_per_epoch, initial=step, unit="step", disable=not (progress and rank == 0),
                desc="train head")
-    log: list[dict] = []
-    step = 0
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
         for idx in rank_order(n, epoch, seed, rank, world_size):
             feats, labels = images[idx]
             f = as_tensor(feats)
@@ -144,6 +151,8 @@ def train_head(images: Sequence, *, dim: int, train: TrainParams = TrainParams()
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", refresh=False)
             step += 1
+        if on_epoch is not None:
+            on_epoch({"head": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "log": log})
     bar.close()
     return net.eval(), log
 

@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.backbone import resolve_device
 from pipeline.files import atomic_write
 from pipeline.head import load_head, save_head
-from pipeline.runner import Dist, stage
+from pipeline.runner import Dist, Resume, file_digest, fingerprint, stage
 from pipeline.store import FeatureStore
 from pipeline.train import PseudoLabelled, self_train, train_head
 
@@ -34,13 +34,23 @@ def train(p, features: Path, pseudo: Path, out: Path, loss_csv: Path) -> None:
     store = FeatureStore(features)
     images = PseudoLabelled(store, pseudo, p.pseudo.method, keep_gb=p.train.cache_gb)
     d = Dist()
+    # a killed run resumes at its last finished epoch (state beside the output, README "Faults")
+    key = fingerprint(store.attrs["fingerprint"], file_digest(pseudo), p.pseudo.method, p.head, p.loss, p.train.epochs,
+                      p.train.lr, p.train.weight_decay, p.train.seed, d.world_size)
+    resume = Resume(out, key, owner=d.rank == 0)
+    d.barrier()  # rank 0 has cleared stale state before any rank reads
+    state = resume.load("epoch") if resume.done("epoch") else None
+    if state is not None and d.rank == 0:
+        click.echo(f"{out}: resuming after epoch {state['epoch']} of {p.train.epochs}")
     try:
         head, log = train_head(images, dim=store.dim, train=p.train, head=p.head, loss=p.loss, rank=d.rank,
-                               world_size=d.world_size, device=resolve_device(p.train.device))
+                               world_size=d.world_size, device=resolve_device(p.train.device), state=state,
+                               on_epoch=(lambda s: resume.save("epoch", s)) if d.rank == 0 else None)
     finally:
         d.close()
     if d.rank == 0:
         _save(head, log, out, loss_csv, list(log[0]))
+        resume.close()
         last = np.mean([r["loss"] for r in log if r["epoch"] == p.train.epochs - 1])
         click.echo(f"{out}: {len(images)} images x {p.train.epochs} epochs on {d.world_size} process(es), "
                    f"last-epoch mean loss {last:.4f}")

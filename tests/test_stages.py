@@ -372,3 +372,37 @@ def test_segment_takes_photos_as_viewers_show_them_and_reports_the_rest(setup, t
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300_000)  # 800 x 600 is over PIL's limit (warned, not refused)
     pixels, size, _ = load_photo(big, 112)
     assert size == (600, 800) and pixels.shape == (150, 200, 3)  # decoded at 1/4: >= 112 px, bounded
+
+
+def test_a_killed_training_resumes_at_its_last_epoch_and_gives_the_uninterrupted_head(setup, tmp_path):
+    """kill -9 part-way through `train`: no head file is left, the rerun resumes after the last finished
+    epoch (head and Adam state) and writes the head and loss curve of an uninterrupted run, byte for byte."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = setup
+    pseudo(root, "p")
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["train"]["epochs"] = 250
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    cmd = [sys.executable, "-m", "stages.cli", "train", "--params", str(tmp_path / "params.yaml"),
+           "--features", str(root / "train.zarr"), "--pseudo", str(root / "p.npz")]
+    run = lambda tag, **kw: subprocess.run(cmd + ["--out", str(tmp_path / f"{tag}.safetensors"), "--loss-csv",  # noqa: E731
+                                                  str(tmp_path / f"{tag}.csv")], capture_output=True, text=True, **kw)
+    assert run("ref").returncode == 0
+    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "h.safetensors"), "--loss-csv", str(tmp_path / "h.csv")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / ".h.safetensors.partial"
+    while not list(state.glob("*/epoch.pkl")) and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "h.safetensors").exists() and list(state.glob("*/epoch.pkl"))
+    r = run("h")
+    assert r.returncode == 0 and "resuming after epoch" in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "h.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    assert (tmp_path / "h.csv").read_text() == (tmp_path / "ref.csv").read_text()
+    assert not state.exists()
