@@ -62,7 +62,11 @@ def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
         base, *extra = set_views(spec, p.predict.resolutions, views == "extra" and p.predict.hflip)
         stores = {view_store(check_out_dir(out), v): v for v in extra} if views == "extra" else {out: base}
     if split == "eval" and not p.predict.cache_features:
-        _no_stores(out, views == "extra")
+        d = Dist()
+        if d.rank == 0:  # one process removes (under torchrun every rank runs this command)
+            _no_stores(out, views == "extra")
+        d.barrier()
+        d.close()
         return
     info = backbone_info(b.name)
     for path, view in stores.items():
