@@ -26,7 +26,7 @@ PUBLISHED_SIZES = {"DUTS-TR": 10553, "DUTS-TE": 5019, "ECSSD": 1000, "HKU-IS": 4
 KNOWN_LAYOUTS = {"facebook/dinov3-vit7b16-pretrain-lvd1689m": (16, 5, 4096),
                  "facebook/dinov3-vits16-pretrain-lvd1689m": (16, 5, 384),
                  "facebook/dinov2-small": (14, 1, 384), "facebook/dinov2-base": (14, 1, 768)}
-ARRAY_METADATA = 3714   # the four arrays' zarr.json files (features, cls, sizes, shard_done)
+ARRAY_METADATA = 4339   # the five arrays' zarr.json files (features, cls, sizes, shard_crc, shard_done)
 ROOT_METADATA = 1150    # the root zarr.json without its stems
 STEM_OVERHEAD = 8       # per stem in the root zarr.json: quotes, comma, newline, indentation
 GUESSED_STEM = 12       # characters per stem when the dataset is not there yet
@@ -54,7 +54,7 @@ def store_bytes(n: int, grid: int, dim: int, images_per_shard: int, compressor: 
     data = 2 * n * dim * (grid * grid * CODEC_RATIO[codec_key(compressor)] + 1)  # features + CLS
     index = 2 * (16 * n + 4 * shards)   # features' and CLS' shard indices: (offset, length) per image + crc
     blosc = 16 * 2 * n if compressor.name == "blosc" else 0  # a blosc header per image and array
-    return round(data + index + blosc + 20 * shards + ARRAY_METADATA + ROOT_METADATA
+    return round(data + index + blosc + 41 * shards + ARRAY_METADATA + ROOT_METADATA
                  + stem_chars + STEM_OVERHEAD * n)
 
 

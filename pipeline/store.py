@@ -4,6 +4,7 @@ Layout of ``<name>.zarr``:
   features   (n, h*w, d) float16, chunk = one image, shard = ``images_per_shard`` images
   cls        (n, d)      float16, same sharding along n (CLS tokens, for the CLS baseline)
   sizes      (n, 2)      int32, original (height, width) of each image
+  shard_crc  (n_shards, 3) uint32: CRC-32 of the shard's features, cls and sizes files, taken when written
   shard_done (n_shards,) uint8, one chunk per shard: 1 once that shard's data is fully written
 Attributes: stems, backbone, resolution, grid, patch size, dtypes, codec, library versions, and
 ``complete`` (set last, after every shard is done).
@@ -21,6 +22,7 @@ import hashlib
 import importlib.metadata as md
 import json
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from pipeline.errors import PipelineError
 from pipeline.params import CompressorParams
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: per-shard checksums
+DATA_ARRAYS = ("features", "cls", "sizes")
 
 
 class StoreError(PipelineError):
@@ -104,10 +107,25 @@ def check_store_path(path: Path) -> dict:
     return attrs
 
 
-def _shard_files_exist(root: zarr.Group, path: Path, k: int) -> bool:
-    """Whether the files of shard ``k`` of every data array are there (one file per array and shard)."""
-    return all((path / name / root[name].metadata.encode_chunk_key((k,) + (0,) * (root[name].ndim - 1))).is_file()
-               for name in ("features", "cls", "sizes"))
+def _shard_files(root: zarr.Group, path: Path, k: int) -> list[Path]:
+    """The files of shard ``k``, one per data array (:data:`DATA_ARRAYS`)."""
+    return [path / name / root[name].metadata.encode_chunk_key((k,) + (0,) * (root[name].ndim - 1))
+            for name in DATA_ARRAYS]
+
+
+def _crc(file: Path) -> int:
+    crc = 0
+    with open(file, "rb") as f:
+        while block := f.read(1 << 24):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _damaged(root: zarr.Group, path: Path, k: int, which: tuple[int, ...] = (0, 1, 2)) -> Path | None:
+    """The first file of shard ``k`` (of the arrays ``which``) that is missing or differs from the checksum
+    taken when it was written (a truncated copy, flipped bits); None when they are intact."""
+    files, crcs = _shard_files(root, path, k), root["shard_crc"][k]
+    return next((files[j] for j in which if not files[j].is_file() or _crc(files[j]) != crcs[j]), None)
 
 
 class StoreWriter:
@@ -136,6 +154,7 @@ class StoreWriter:
         root.create_array("cls", shape=(n, s.dim), chunks=(1, s.dim), shards=(ips, s.dim),
                           dtype="float16", compressors=comp, fill_value=0)
         root.create_array("sizes", shape=(n, 2), chunks=(ips, 2), dtype="int32", fill_value=0)
+        root.create_array("shard_crc", shape=(s.n_shards, 3), chunks=(1, 3), dtype="uint32", fill_value=0)
         root.create_array("shard_done", shape=(s.n_shards,), chunks=(1,), dtype="uint8", fill_value=0)
         root.attrs.update({
             "fingerprint": s.fingerprint(),
@@ -155,9 +174,10 @@ class StoreWriter:
         })
 
     def pending_shards(self, shards: list[int]) -> list[int]:
-        """Shards not marked done, or whose files are gone (deleted by hand: zarr would read zeros)."""
+        """Shards not marked done, or whose files are gone or damaged (zarr would read zeros or garbage):
+        every done shard is read once to check it (README "Faults")."""
         done = self.root["shard_done"][:]
-        return [k for k in shards if not (done[k] and _shard_files_exist(self.root, self.path, k))]
+        return [k for k in shards if not (done[k] and _damaged(self.root, self.path, k) is None)]
 
     def write_shard(self, k: int, features: np.ndarray, cls: np.ndarray, sizes: np.ndarray) -> None:
         """Write shard ``k`` in one go ((n_k, h, w, d) features), then mark it done."""
@@ -166,10 +186,13 @@ class StoreWriter:
             raise StoreError(f"{self.path}: shard {k} needs {len(r)} images, got {features.shape[0]}")
         if not np.isfinite(features).all():
             raise StoreError(f"{self.path}: shard {k} has non-finite features (float16 overflow?)")
+        for f in _shard_files(self.root, self.path, k):  # rewritten whole: never merged into a damaged file
+            f.unlink(missing_ok=True)
         with zarr.config.set({"array.write_empty_chunks": True}):  # every shard has its files, even all zeros
             self.root["features"][r.start:r.stop] = features.reshape(len(r), -1, self.spec.dim).astype(np.float16)
             self.root["cls"][r.start:r.stop] = cls.astype(np.float16)
             self.root["sizes"][r.start:r.stop] = sizes.astype(np.int32)
+        self.root["shard_crc"][k] = [_crc(f) for f in _shard_files(self.root, self.path, k)]
         self.root["shard_done"][k] = 1
 
     def finalize(self) -> None:
@@ -192,31 +215,54 @@ class FeatureStore:
         self.attrs = dict(self.root.attrs)
         if not self.attrs.get("complete"):
             raise StoreError(f"{self.path}: feature store is incomplete (an interrupted extract); run extract again")
+        if self.attrs.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"{self.path}: written by another version of selfment (format "
+                             f"{self.attrs.get('format_version')}, now {FORMAT_VERSION}); run extract again to rebuild it")
         self.stems: list[str] = list(self.attrs["stems"])
-        ips = int(self.attrs["images_per_shard"])
-        gone = [k for k in range(-(-len(self.stems) // ips)) if not _shard_files_exist(self.root, self.path, k)]
+        self.ips = int(self.attrs["images_per_shard"])
+        self.n_shards = -(-len(self.stems) // self.ips)
+        gone = [k for k in range(self.n_shards) if not all(f.is_file() for f in _shard_files(self.root, self.path, k))]
         if gone:
-            k = gone[0]
             raise StoreError(f"{self.path}: files of {len(gone)} shard(s) are missing (first: images "
-                             f"{k * ips}-{min((k + 1) * ips, len(self.stems)) - 1}); run extract again to rewrite them")
+                             f"{self._images(gone[0])}); run extract again to rewrite them")
         self.grid: tuple[int, int] = tuple(self.attrs["grid"])
         self.dim: int = int(self.attrs["dim"])
         self._features = self.root["features"]
         self._cls: np.ndarray | None = None
+        self._checked: set[tuple[int, int]] = set()
+
+    def _images(self, k: int) -> str:
+        return f"{k * self.ips}-{min((k + 1) * self.ips, len(self.stems)) - 1}"
+
+    def _check(self, k: int, array: int) -> None:
+        """Stop before any use of damaged data: shard ``k``'s file of ``DATA_ARRAYS[array]`` is checked
+        against its write-time CRC the first time this process reads it."""
+        if (k, array) in self._checked:
+            return
+        bad = _damaged(self.root, self.path, k, (array,))
+        if bad is not None:
+            raise StoreError(f"{self.path}: shard {k} (images {self._images(k)}) is damaged ({bad.relative_to(self.path)} "
+                             f"differs from its checksum); run extract again to rewrite it")
+        self._checked.add((k, array))
 
     def __len__(self) -> int:
         return len(self.stems)
 
     def features(self, i: int) -> np.ndarray:
         """(h, w, d) float16 patch features of image ``i``."""
+        self._check(i // self.ips, 0)
         return self._features[i].reshape(*self.grid, self.dim)
 
     def cls(self, i: int) -> np.ndarray:
         """(d,) float16 CLS token of image ``i`` (all of them are read at the first call: n x d is small)."""
         if self._cls is None:
+            for k in range(self.n_shards):
+                self._check(k, 1)
             self._cls = self.root["cls"][:]
         return self._cls[i]
 
     def sizes(self) -> np.ndarray:
         """(n, 2) original (height, width) of every image."""
+        for k in range(self.n_shards):
+            self._check(k, 2)
         return self.root["sizes"][:]

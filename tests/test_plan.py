@@ -54,11 +54,11 @@ def test_every_predicted_store_size_is_within_10_percent_of_the_store_written(tm
 
 def test_store_bytes_follow_the_layout():
     """Hand count for 10 images of 4 x 4 tokens of width 8 in shards of 4, uncompressed: features and CLS
-    float16, two shard indices of 16 bytes per image and 4 per shard, 20 bytes per shard of sizes and
-    shard_done, the metadata and the stems' JSON."""
+    float16, two shard indices of 16 bytes per image and 4 per shard, 41 bytes per shard of sizes,
+    shard_crc and shard_done, the metadata and the stems' JSON."""
     none = CompressorParams(name="none")
     data = 2 * 10 * 8 * (16 + 1)
-    assert store_bytes(10, 4, 8, 4, none, 100) == data + 2 * (16 * 10 + 4 * 3) + 20 * 3 + 3714 + 1150 + 100 + 8 * 10
+    assert store_bytes(10, 4, 8, 4, none, 100) == data + 2 * (16 * 10 + 4 * 3) + 41 * 3 + 4339 + 1150 + 100 + 8 * 10
 
 
 def test_the_paper_preset_plans_offline_from_published_sizes(tmp_path):

@@ -69,3 +69,28 @@ def test_a_shard_file_deleted_by_hand_is_refused_by_readers_and_rewritten_by_a_r
     assert w.pending_shards(list(range(s.n_shards))) == [1]
     fill(path, s)
     np.testing.assert_array_equal(FeatureStore(path).features(3), before)
+
+
+def test_a_damaged_shard_is_refused_naming_the_store_and_images_and_extract_rewrites_exactly_it(tmp_path):
+    """Flipped bits (read silently as other numbers without a codec) and a truncated copy: the reader
+    stops at the first use of the damaged shard with one line; a resumed extraction rewrites those shards."""
+    path, s = tmp_path / "f.zarr", spec(n=6)  # 3 shards of 2 images
+    fill(path, s)
+    before = [FeatureStore(path).features(i).copy() for i in range(6)]
+    flipped = path / "features/c/1/0/0"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    truncated = path / "cls/c/2/0"
+    truncated.write_bytes(truncated.read_bytes()[:-7])
+    store = FeatureStore(path)
+    np.testing.assert_array_equal(store.features(1), before[1])  # shard 0 is intact and still readable
+    with pytest.raises(StoreError, match=r"f.zarr: shard 1 \(images 2-3\) is damaged \(features/c/1/0/0 differs"):
+        store.features(2)
+    with pytest.raises(StoreError, match=r"f.zarr: shard 2 \(images 4-5\) is damaged \(cls/c/2/0 differs"):
+        store.cls(0)
+    assert StoreWriter(path, s).pending_shards([0, 1, 2]) == [1, 2]
+    fill(path, s)
+    store = FeatureStore(path)
+    for i in range(6):
+        np.testing.assert_array_equal(store.features(i), before[i])
