@@ -14,6 +14,7 @@ torchrun process groups.
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -178,7 +179,9 @@ def finish(path: Path | str, key: str) -> None:
 
 class Resume:
     """Finished work units of one output, kept beside it in ``.<name>.partial/<key>/`` until the stage
-    ends. A different key (other params, other inputs, other units) starts afresh."""
+    ends. A different key (other params, other inputs, other units) starts afresh. The state of a run
+    still going (another process writing into the same output with other inputs) is left alone: each
+    run holds a lock on its key while it lives, and only unlocked state is stale."""
 
     def __init__(self, output: Path | str, key: str, owner: bool = True):
         """``owner``: this process clears stale state and may write (``False``: another rank reads it)."""
@@ -187,11 +190,14 @@ class Resume:
         self.dir = self.root / key[:16]
         if not owner:
             return
-        if self.root.is_dir():  # state of another configuration: never to be resumed
-            for stale in self.root.iterdir():
-                if stale != self.dir:
-                    shutil.rmtree(stale)
         self.dir.mkdir(parents=True, exist_ok=True)
+        if _try_lock(self.root / f"{key[:16]}.lock") is None:
+            raise PipelineError(f"{output}: another run with the same inputs is writing it now; wait for it to end")
+        for stale in self.root.iterdir():  # state of another configuration, whose run has ended
+            if stale.is_dir() and stale != self.dir and _try_lock(self.root / f"{stale.name}.lock"):
+                shutil.rmtree(stale, ignore_errors=True)
+                (self.root / f"{stale.name}.lock").unlink(missing_ok=True)
+                _unlock(self.root / f"{stale.name}.lock")
 
     def path(self, uid: str) -> Path:
         return self.dir / f"{uid}.pkl"
@@ -206,8 +212,38 @@ class Resume:
         return pickle.loads(self.path(uid).read_bytes())
 
     def close(self) -> None:
-        """Forget the state once the stage's own output is written."""
-        shutil.rmtree(self.root)
+        """Forget this run's state once the stage's own output is written (another run's stays)."""
+        shutil.rmtree(self.dir)
+        (self.root / f"{self.dir.name}.lock").unlink(missing_ok=True)
+        _unlock(self.root / f"{self.dir.name}.lock")
+        try:
+            self.root.rmdir()
+        except OSError:  # another run's state is still there
+            pass
+
+
+_HELD: dict[str, Any] = {}  # locks this process holds: a run of it that stopped (an exception) is over
+
+
+def _try_lock(path: Path):
+    """An open file holding an exclusive lock on ``path`` (this process's own, if it holds it already), or
+    None when another process holds it."""
+    if str(path) in _HELD:
+        return _HELD[str(path)]
+    f = open(path, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    _HELD[str(path)] = f
+    return f
+
+
+def _unlock(path: Path) -> None:
+    f = _HELD.pop(str(path), None)
+    if f is not None:
+        f.close()
 
 
 @dataclass(frozen=True)

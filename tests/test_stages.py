@@ -406,3 +406,25 @@ def test_a_killed_training_resumes_at_its_last_epoch_and_gives_the_uninterrupted
     assert (tmp_path / "h.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
     assert (tmp_path / "h.csv").read_text() == (tmp_path / "ref.csv").read_text()
     assert not state.exists()
+
+
+def test_two_segment_runs_into_one_folder_at_once_both_finish_with_the_maps_of_one_run(setup, tmp_path):
+    """Each run's resume state is locked while it lives, so a second run with other images never removes
+    it as stale; both write their maps, equal to a single run's."""
+    import subprocess
+    import sys
+
+    root = setup
+    pseudo(root, "p")
+    train(root, "two")
+    images = sorted(str(p) for p in (root / "ds/images").iterdir())
+    cmd = [sys.executable, "-m", "stages.cli", "segment", "--params", str(root / "params.yaml"),
+           "--head", str(root / "head_two.safetensors")]
+    procs = [subprocess.Popen(cmd + part + ["--out", str(tmp_path / "shared")], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for part in (images[:3], images[3:])]
+    outputs = [p.communicate()[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    cli(root, "segment", *images, "--head", str(root / "head_two.safetensors"), "--out", str(tmp_path / "one"))
+    for f in sorted((tmp_path / "one").glob("*.png")):
+        assert f.read_bytes() == (tmp_path / "shared" / f.name).read_bytes()
+    assert len(list((tmp_path / "shared").glob("*.png"))) == 6 and not (tmp_path / ".shared.partial").exists()
