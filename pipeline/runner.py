@@ -14,6 +14,7 @@ torchrun process groups.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hashlib
@@ -83,6 +84,14 @@ def stage(name: str, reads: Sequence[str] | Callable[[dict], Iterable[str]] = ()
                 result = fn(ParamsView(load_params(params_path), _declared(reads, options)), **options)
             except PipelineError as exc:
                 click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+            except OSError as exc:  # any writer: maps, masks, state, metrics
+                if exc.errno != errno.ENOSPC:
+                    raise
+                where = Path(exc.filename or ".")
+                free = shutil.disk_usage(next(p for p in [where, *where.parents] if p.exists())).free
+                click.echo(f"error: disk full writing {where} ({free / 1e9:.2f} GB free); free space and run "
+                           f"again: finished work is kept", err=True)
                 sys.exit(2)
             if timing_path is not None and int(os.environ.get("RANK", 0)) == 0:
                 write_json(timing_path, {"wall_s": round(timing.process_age(), 3), "startup_s": round(startup, 3),

@@ -18,6 +18,7 @@ lose data silently), see :func:`shards_for_rank`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata as md
 import json
@@ -188,12 +189,22 @@ class StoreWriter:
             raise StoreError(f"{self.path}: shard {k} has non-finite features (float16 overflow?)")
         for f in _shard_files(self.root, self.path, k):  # rewritten whole: never merged into a damaged file
             f.unlink(missing_ok=True)
-        with zarr.config.set({"array.write_empty_chunks": True}):  # every shard has its files, even all zeros
-            self.root["features"][r.start:r.stop] = features.reshape(len(r), -1, self.spec.dim).astype(np.float16)
-            self.root["cls"][r.start:r.stop] = cls.astype(np.float16)
-            self.root["sizes"][r.start:r.stop] = sizes.astype(np.int32)
-        self.root["shard_crc"][k] = [_crc(f) for f in _shard_files(self.root, self.path, k)]
-        self.root["shard_done"][k] = 1
+        try:
+            with zarr.config.set({"array.write_empty_chunks": True}):  # every shard has its files, even all zeros
+                self.root["features"][r.start:r.stop] = features.reshape(len(r), -1, self.spec.dim).astype(np.float16)
+                self.root["cls"][r.start:r.stop] = cls.astype(np.float16)
+                self.root["sizes"][r.start:r.stop] = sizes.astype(np.int32)
+            self.root["shard_crc"][k] = [_crc(f) for f in _shard_files(self.root, self.path, k)]
+            self.root["shard_done"][k] = 1
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            left = sum(len(self.spec.shard_range(j)) for j in self.pending_shards(list(range(self.spec.n_shards))))
+            need = left * (self.spec.grid[0] * self.spec.grid[1] + 1) * self.spec.dim * 2  # raw float16: an upper bound
+            raise StoreError(f"{self.path}: disk full writing shard {k} (images {r.start}-{r.stop - 1}): "
+                             f"{shutil.disk_usage(self.path).free / 1e9:.2f} GB free, up to {need / 1e9:.2f} GB more "
+                             f"needed for the {left} images not written; free space and run extract again "
+                             f"(finished shards are kept)") from None
 
     def finalize(self) -> None:
         """Mark the store complete if (and only if) every shard is done."""

@@ -428,3 +428,27 @@ def test_two_segment_runs_into_one_folder_at_once_both_finish_with_the_maps_of_o
     for f in sorted((tmp_path / "one").glob("*.png")):
         assert f.read_bytes() == (tmp_path / "shared" / f.name).read_bytes()
     assert len(list((tmp_path / "shared").glob("*.png"))) == 6 and not (tmp_path / ".shared.partial").exists()
+
+
+def test_a_full_disk_while_writing_maps_stops_with_one_line_and_the_rerun_resumes(setup, tmp_path, monkeypatch):
+    import errno
+
+    import stages.predict as stage
+
+    root, real, calls = setup, stage.save_png, []
+
+    def full(prob, path):
+        calls.append(path)
+        if len(calls) == 9:  # third image's first map
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(prob, path)
+
+    args = ["predict", "--maps", "bipartitions", "--features", str(root / "train.zarr")]
+    cli(root, *args, "--out", str(tmp_path / "clean"))
+    monkeypatch.setattr(stage, "save_png", full)
+    r = cli(root, *args, "--out", str(tmp_path / "out"), code=2)
+    assert "error: disk full writing" in r.output and "GB free); free space and run again" in r.output
+    monkeypatch.setattr(stage, "save_png", real)
+    cli(root, *args, "--out", str(tmp_path / "out"))
+    for f in (tmp_path / "clean").rglob("*.png"):
+        assert f.read_bytes() == (tmp_path / "out" / f.relative_to(tmp_path / "clean")).read_bytes()

@@ -94,3 +94,33 @@ def test_a_damaged_shard_is_refused_naming_the_store_and_images_and_extract_rewr
     store = FeatureStore(path)
     for i in range(6):
         np.testing.assert_array_equal(store.features(i), before[i])
+
+
+def test_a_full_disk_stops_with_the_space_needed_and_a_rerun_resumes_to_the_same_store(tmp_path, monkeypatch):
+    """ENOSPC part-way (the second shard's features file): one line naming the store, the images and the
+    space still needed; only complete shards are marked done; after that the extraction resumes and the
+    store equals an uninterrupted one."""
+    import errno
+
+    import zarr.storage._local as local
+
+    s = spec(n=6)
+    fill(tmp_path / "ref.zarr", s)
+    real = local._put
+
+    def full(path, value, exclusive=False):
+        if "features/c/1" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", full)
+    with pytest.raises(StoreError, match=r"f.zarr: disk full writing shard 1 \(images 2-3\): [\d.]+ GB free, up to "
+                                         r"[\d.]+ GB more needed for the 4 images not written"):
+        fill(tmp_path / "f.zarr", s)
+    monkeypatch.setattr(local, "_put", real)
+    assert StoreWriter(tmp_path / "f.zarr", s).pending_shards([0, 1, 2]) == [1, 2]
+    fill(tmp_path / "f.zarr", s)
+    a, b = FeatureStore(tmp_path / "ref.zarr"), FeatureStore(tmp_path / "f.zarr")
+    for i in range(6):
+        np.testing.assert_array_equal(a.features(i), b.features(i))
+    np.testing.assert_array_equal(a.sizes(), b.sizes())
