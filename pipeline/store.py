@@ -114,6 +114,10 @@ def _shard_files(root: zarr.Group, path: Path, k: int) -> list[Path]:
             for name in DATA_ARRAYS]
 
 
+def _present(root: zarr.Group, path: Path, k: int) -> bool:
+    return all(f.is_file() for f in _shard_files(root, path, k))
+
+
 def _crc(file: Path) -> int:
     crc = 0
     with open(file, "rb") as f:
@@ -174,10 +178,13 @@ class StoreWriter:
             "complete": False,
         })
 
-    def pending_shards(self, shards: list[int]) -> list[int]:
-        """Shards not marked done, or whose files are gone or damaged (zarr would read zeros or garbage):
-        every done shard is read once to check it (README "Faults")."""
+    def pending_shards(self, shards: list[int], verify: bool = True) -> list[int]:
+        """Shards not marked done, or whose files are gone or, with ``verify``, damaged (zarr would read
+        zeros or garbage): every done shard is then read once to check it (README "Faults"). Without
+        ``verify`` (shards this run just wrote, with their checksums) only the files' presence is checked."""
         done = self.root["shard_done"][:]
+        if not verify:
+            return [k for k in shards if not (done[k] and _present(self.root, self.path, k))]
         return [k for k in shards if not (done[k] and _damaged(self.root, self.path, k) is None)]
 
     def write_shard(self, k: int, features: np.ndarray, cls: np.ndarray, sizes: np.ndarray) -> None:
@@ -199,7 +206,7 @@ class StoreWriter:
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
-            left = sum(len(self.spec.shard_range(j)) for j in self.pending_shards(list(range(self.spec.n_shards))))
+            left = sum(len(self.spec.shard_range(j)) for j in self.pending_shards(list(range(self.spec.n_shards)), False))
             need = left * (self.spec.grid[0] * self.spec.grid[1] + 1) * self.spec.dim * 2  # raw float16: an upper bound
             raise StoreError(f"{self.path}: disk full writing shard {k} (images {r.start}-{r.stop - 1}): "
                              f"{shutil.disk_usage(self.path).free / 1e9:.2f} GB free, up to {need / 1e9:.2f} GB more "
@@ -208,7 +215,7 @@ class StoreWriter:
 
     def finalize(self) -> None:
         """Mark the store complete if (and only if) every shard is done."""
-        missing = self.pending_shards(list(range(self.spec.n_shards)))
+        missing = self.pending_shards(list(range(self.spec.n_shards)), verify=False)  # checked at the start
         if missing:
             raise StoreError(f"{self.path}: shards {missing} are not written; run extract again to resume")
         self.root.attrs["complete"] = True
@@ -232,7 +239,7 @@ class FeatureStore:
         self.stems: list[str] = list(self.attrs["stems"])
         self.ips = int(self.attrs["images_per_shard"])
         self.n_shards = -(-len(self.stems) // self.ips)
-        gone = [k for k in range(self.n_shards) if not all(f.is_file() for f in _shard_files(self.root, self.path, k))]
+        gone = [k for k in range(self.n_shards) if not _present(self.root, self.path, k)]
         if gone:
             raise StoreError(f"{self.path}: files of {len(gone)} shard(s) are missing (first: images "
                              f"{self._images(gone[0])}); run extract again to rewrite them")
