@@ -14,6 +14,10 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.params import Params, parse_params
+from pipeline.plots import pr_plots
+
+# the line of dvc.yaml after which `configure` writes the top-level plots (to the end of the file)
+PLOTS_MARKER = "# PR curves, one chart per evaluation set: written by `selfment configure` from data.eval\n"
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -58,3 +62,12 @@ def compose(configs: Path, presets: list[str], datasets: str | None = None) -> t
 def render(data: Any, presets: list[str]) -> str:
     header = f"# Written by: selfment configure {' '.join(presets)} (README \"Presets\"); edit or re-compose.\n"
     return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def with_pr_plots(dvc_yaml: str, eval_sets) -> str:
+    """``dvc_yaml`` with its top-level ``plots:`` (after :data:`PLOTS_MARKER`) drawing the PR curves of
+    ``eval_sets`` (README "Plots")."""
+    at = dvc_yaml.find(PLOTS_MARKER)
+    if at < 0:
+        raise PipelineError(f"dvc.yaml has no line {PLOTS_MARKER.strip()!r} to write the PR plots after")
+    return dvc_yaml[:at] + PLOTS_MARKER + yaml.safe_dump({"plots": pr_plots(eval_sets)}, sort_keys=False)

@@ -197,6 +197,10 @@ class EvaluateParams(Group):
     chunk_size: int = _runtime(32, ge=1)
 
 
+class PlotsParams(Group):
+    vega_lite: str = Field("5.21", pattern=r"^\d+\.\d+$")  # Vega-Lite of the offline plots page (DVC's specs are v5)
+
+
 class Params(Group):
     launch: str = ""
     demo: DemoParams = DemoParams()
@@ -211,6 +215,7 @@ class Params(Group):
     train: TrainParams = TrainParams()
     predict: PredictParams = PredictParams()
     evaluate: EvaluateParams = EvaluateParams()
+    plots: PlotsParams = PlotsParams()
 
     @model_validator(mode="after")
     def _demo_sets_are_the_ones_used(self):

@@ -18,6 +18,7 @@ COMMANDS = {
     "segment": "stages.segment:segment",
     "configure": "stages.configure:configure",
     "plan": "stages.plan:plan",
+    "plots-page": "stages.plots_page:plots_page",
 }
 
 

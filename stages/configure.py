@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.configure import compose, render
+from pipeline.configure import compose, render, with_pr_plots
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_write
 
@@ -20,11 +20,19 @@ from pipeline.files import atomic_write
               ".dvc/tmp/exps, find it too.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="params.yaml", show_default=True)
 def configure(presets: tuple[str, ...], configs: Path, datasets: str | None, out: Path) -> None:
-    """Compose defaults + PRESETS (e.g. backbone/dinov3-vit7b16 data/paper scale/paper), validate, write OUT."""
+    """Compose defaults + PRESETS (e.g. backbone/dinov3-vit7b16 data/paper scale/paper), validate, write OUT,
+    and the PR-curve plots of its evaluation sets into the dvc.yaml beside OUT (when there is one)."""
+    dvc_yaml = out.parent / "dvc.yaml"
     try:
-        data, _ = compose(configs, list(presets), datasets and str(Path(datasets).resolve()))
+        data, params = compose(configs, list(presets), datasets and str(Path(datasets).resolve()))
+        plots = with_pr_plots(dvc_yaml.read_text(), params.data.eval) if dvc_yaml.is_file() else None
     except PipelineError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     atomic_write(out, lambda f: f.write(render(data, list(presets)).encode()))
     click.echo(f"{out}: defaults + {' + '.join(presets) or 'nothing'}")
+    if plots is None:
+        click.echo(f"{dvc_yaml}: none, so no PR plots were written")
+    else:
+        atomic_write(dvc_yaml, lambda f: f.write(plots.encode()))
+        click.echo(f"{dvc_yaml}: PR plots of {', '.join(params.data.eval)}")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.configure import available, compose
+from pipeline.configure import PLOTS_MARKER, available, compose, with_pr_plots
 from pipeline.params import METHODS, ParamsError, ParamsView, load_params, parse_params
 from pipeline.presets import PRESETS
 from stages.cli import main
@@ -23,6 +23,8 @@ DATA = [["data/demo"], ["data/duts-te"], ["data/duts-te", "data/duts-te-resoluti
 def test_params_yaml_is_the_default_composition_of_the_presets():
     load_params(ROOT / "params.yaml")
     assert compose(CONFIGS, ["backbone/dinov2-small", "data/demo"])[0] == PARAMS
+    dvc_yaml = (ROOT / "dvc.yaml").read_text()
+    assert with_pr_plots(dvc_yaml, PARAMS["data"]["eval"]) == dvc_yaml  # its PR plots are the demo set's
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -45,6 +47,23 @@ def test_configure_writes_params_and_refuses_unknown_presets(tmp_path):
     assert set(p.data.eval) == {"DUTS-TE", "DUTS-TE-200-448", "DUTS-TE-200-756", "DUTS-TE-200-1274"}
     assert p.data.eval["DUTS-TE-200-1274"].resolution == 1274 and p.data.eval["DUTS-TE-200-1274"].first == 200
     assert p.data.train.dataset.root == str(Path("../shared/datasets/DUTS-TR").resolve())  # absolute: the queue
+    assert "dvc.yaml: none, so no PR plots were written" in r.output
+    # beside a dvc.yaml: its top-level plots become one PR chart per evaluation set, the stages untouched
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    r = CliRunner().invoke(main, ["configure", "backbone/standin", "data/duts-te", "--configs", str(CONFIGS),
+                                  "--out", str(tmp_path / "params.yaml")])
+    assert r.exit_code == 0 and "PR plots of DUTS-TE" in r.output, r.output
+    written = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    assert written["stages"] == yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    [chart] = written["plots"]
+    assert chart["PR curves: DUTS-TE"]["y"]["plots/pr/DUTS-TE/ncut_ipo.csv"] == "precision"
+    assert len(chart["PR curves: DUTS-TE"]["y"]) == len(METHODS) + 1  # every method and the head
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # no marker: refused before params.yaml is written
+    before = (tmp_path / "params.yaml").read_text()
+    r = CliRunner().invoke(main, ["configure", "backbone/standin", "data/demo", "--configs", str(CONFIGS),
+                                  "--out", str(tmp_path / "params.yaml")])
+    assert r.exit_code == 2 and PLOTS_MARKER.strip() in r.output
+    assert (tmp_path / "params.yaml").read_text() == before
     r = CliRunner().invoke(main, ["configure", "backbone/dinov4", "--configs", str(CONFIGS),
                                   "--out", str(tmp_path / "q.yaml")])
     assert r.exit_code == 2 and "backbone/dinov4.yaml: no such preset (known: backbone/dinov2-small" in r.output
