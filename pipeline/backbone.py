@@ -152,11 +152,22 @@ def from_model(model: torch.nn.Module, name: str, device: str = "auto") -> Backb
     return Backbone(**vars(info), model=model, device=dev, dtype=next(model.parameters()).dtype)
 
 
-def load_backbone(name: str, dtype: str = "float32", device: str = "auto") -> Backbone:
-    """Load a frozen DINOv3/DINOv2 by Hugging Face id or local directory (``dtype`` as in backbone.dtype)."""
+def load_backbone(name: str, dtype: str = "float32", device: str = "auto", revision: str | None = None) -> Backbone:
+    """Load a frozen DINOv3/DINOv2 by Hugging Face id or local directory (``dtype`` as in backbone.dtype);
+    ``revision``: a hub commit (ignored for a local directory)."""
     from transformers import AutoModel
 
-    return from_model(_from_pretrained(AutoModel, name, dtype=DTYPES[dtype]), name, device)
+    pinned = {"revision": revision} if revision and not Path(name).is_dir() else {}
+    return from_model(_from_pretrained(AutoModel, name, dtype=DTYPES[dtype], **pinned), name, device)
+
+
+def backbone_revision(name: str) -> str | None:
+    """The hub commit of a backbone id in the local Hugging Face cache (its snapshot that ``refs/main`` names,
+    where extraction loaded it from); None for a local directory or an id not in the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = None if Path(name).is_dir() else try_to_load_from_cache(name, "config.json")
+    return Path(path).parent.name if isinstance(path, str) else None
 
 
 def preprocess(image: np.ndarray, resolution: int, hflip: bool = False) -> np.ndarray:

@@ -123,10 +123,10 @@ def _to_uint8(im: Image.Image) -> Image.Image:
 def load_image(path: Path | str) -> np.ndarray:
     """RGB uint8 (H, W, 3) of a dataset image, its stored pixel array as is (the grid its mask is drawn
     on: no EXIF orientation, README "Datasets"); grayscale, palette, RGBA and 16-bit are converted."""
-    return _rgb(_open(Path(path)))
+    return rgb_pixels(_open(Path(path)))
 
 
-def _rgb(im: Image.Image) -> np.ndarray:
+def rgb_pixels(im: Image.Image) -> np.ndarray:
     """RGB uint8 of a decoded image: grayscale, palette, CMYK and 16-bit converted, alpha composited on black."""
     im = _to_uint8(im)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -156,7 +156,7 @@ def load_photo(path: Path | str, side: int) -> tuple[np.ndarray, tuple[int, int]
         except Exception as exc:  # PIL raises several types for unreadable, truncated or oversized files
             raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
     note = f"{path}: {frames} frames, the first one segmented" if frames > 1 else None
-    return _rgb(im), ((w, h) if turned else (h, w)), note
+    return rgb_pixels(im), ((w, h) if turned else (h, w)), note
 
 
 def load_mask(path: Path | str) -> np.ndarray:

@@ -56,9 +56,15 @@ def encode(samples: list[Sample], indices: list[int], backbone: Backbone, view: 
     made from them equals the map made from the store."""
     for pixels, hw in _batches(samples, indices, view, batch_size, pool):
         with timing.section("forward"):  # the model and the copy to host memory
-            patches, cls_tokens = backbone(pixels)
-            out = patches.float().cpu().numpy().astype(np.float16), cls_tokens.float().cpu().numpy().astype(np.float16)
+            out = forward_f16(backbone, pixels)
         yield *out, hw
+
+
+def forward_f16(backbone: Backbone, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of preprocessed images -> float16 patch features (b, h, w, d) and CLS tokens (b, d) on the
+    host: the arrays the store keeps (the :class:`~pipeline.segmenter.Segmenter` computes them the same way)."""
+    patches, cls_tokens = backbone(pixels)
+    return patches.float().cpu().numpy().astype(np.float16), cls_tokens.float().cpu().numpy().astype(np.float16)
 
 
 def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWriter, shards: list[int], *,

@@ -19,6 +19,7 @@ COMMANDS = {
     "configure": "stages.configure:configure",
     "plan": "stages.plan:plan",
     "plots-page": "stages.plots_page:plots_page",
+    "export": "stages.export:export",
 }
 
 

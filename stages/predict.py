@@ -20,9 +20,11 @@ import numpy as np
 
 from pipeline import datasets
 from pipeline.backbone import backbone_info, load_backbone
+from pipeline.coco import annotate, document
 from pipeline.datasets import Sample
 from pipeline.errors import PipelineError
 from pipeline.extract import encode, make_spec
+from pipeline.files import write_json
 from pipeline.head import fuse_views, load_head
 from pipeline.maps import save_mask, save_png
 from pipeline.params import MAP_METHODS, METHODS, BackboneParams, IPOParams, NCutParams
@@ -43,6 +45,7 @@ class PredictWork(Work):
     stores: list[tuple[str, bool]] | None           # (store, mirrored) per view, [0] the base view; or
     images: tuple[list[Sample], list[View], BackboneParams] | None = None  # no feature cache: from the images
     masks: tuple[str, float] | None = None          # binary masks (head): folder, foreground p > threshold
+    coco: float | None = None                       # COCO annotations of the head's masks p > this threshold
 
     def open(self) -> None:
         self.head = load_head(self.head_path) if self.head_path else None
@@ -68,9 +71,10 @@ class PredictWork(Work):
         for k, i in enumerate(indices):
             yield samples[i].stem, sizes[k], [(f[k], v.hflip) for f, v in zip(features, views)], cls[k]
 
-    def __call__(self, indices: list[int]) -> int:
-        """Writes the maps of ``indices``; returns how many of them NCut solved densely."""
-        fallbacks = 0
+    def __call__(self, indices: list[int]) -> tuple[int, list[tuple[str, dict]]]:
+        """Writes the maps of ``indices``; returns how many of them NCut solved densely and, with ``coco``,
+        (stem, COCO annotation) of each image."""
+        fallbacks, annotations = 0, []
         for stem, size, views, cls in self._inputs(indices):
             maps = {}
             if self.bipartition:
@@ -83,7 +87,9 @@ class PredictWork(Work):
             if self.masks:
                 folder, threshold = self.masks
                 save_mask(maps["head"], threshold, Path(folder) / f"{stem}.png")
-        return fallbacks
+            if self.coco is not None:
+                annotations.append((stem, annotate(maps["head"], self.coco)))
+        return fallbacks, annotations
 
 
 def _reads(o: dict) -> list[str]:
@@ -91,7 +97,7 @@ def _reads(o: dict) -> list[str]:
     if o["name"] is None:
         return bip
     return [*bip, f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip", "predict.cache_features",
-            "backbone.name", "backbone.dtype", "store", *(["predict.threshold"] if o["masks"] else [])]
+            "backbone.name", "backbone.dtype", "store", *(["predict.threshold"] if o["masks"] or o["coco"] else [])]
 
 
 @stage("predict", reads=_reads)
@@ -105,14 +111,16 @@ def _reads(o: dict) -> list[str]:
               help="Trained head (for head maps).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Prediction directory of the set.")
 @click.option("--masks", type=click.Path(path_type=Path), help="Also write the head's binary 0/255 masks here.")
+@click.option("--coco", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the head's masks as COCO-style JSON (RLE, one annotation per image) to this file.")
 def predict(p, maps: str, features: Path, name: str | None, head_path: Path | None, out: Path,
-            masks: Path | None) -> None:
+            masks: Path | None, coco: Path | None) -> None:
     """Saliency maps at each image's original size (README "Method: inference"); resumable."""
     groups = list(GROUPS) if maps == "all" else [maps]
     if "head" in groups and (head_path is None or name is None):
         raise PipelineError(f"predict --maps {maps} needs --head and --name")
-    if masks and "head" not in groups:
-        raise PipelineError("predict --masks goes with the head's maps")
+    if (masks or coco) and "head" not in groups:
+        raise PipelineError("predict --masks and --coco go with the head's maps")
     if "head" in groups:
         load_head(head_path)  # a bad head file fails here, with one line, before any work
     cached = name is None or p.predict.cache_features
@@ -134,34 +142,44 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         n = len(samples)
     mask_to = (str(masks), p.predict.threshold) if masks else None
     bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed) if "bipartitions" in groups else None
+    coco_at = p.predict.threshold if coco else None
     keys = {g: fingerprint(prints[0], *bip) if g == "bipartitions" else
-            fingerprint(prints, file_digest(head_path), *(mask_to or ())) for g in groups}
+            fingerprint(prints, file_digest(head_path), *(mask_to or ()), *([str(coco), coco_at] if coco else []))
+            for g in groups}
     folders = {g: [out / m for m in GROUPS[g]] + ([masks] if g == "head" and masks else []) for g in groups}
     # the set's folder holds every method folder (DVC outputs, listed in DVC's .gitignore)
     check_out_dir(out, allow=frozenset({*MAP_METHODS, ".gitignore", *(f".{g}.partial" for g in
-                                                                       ("head", "bipartitions", "bipartitions+head"))}))
+                                                                       ("head", "bipartitions", "bipartitions+head")),
+                                        *([coco.name] if coco and coco.parent.resolve() == out.resolve() else [])}))
     for g in groups:  # every folder is checked before any is written
         for f in folders[g]:
             check_out_dir(f)
-    todo = [g for g in groups if not all(finished(f, keys[g]) for f in folders[g])]
+    todo = [g for g in groups if not all(finished(f, keys[g]) for f in folders[g])
+            or (g == "head" and coco and not coco.is_file())]
     for g in todo:
         for f in folders[g]:
             claim_dir(f, keys[g])
     if todo:
         work = PredictWork(str(out), str(head_path) if "head" in todo else None, bip if "bipartitions" in todo else None,
                            [(str(path), m) for path, m in paths] if cached else None,
-                           None if cached else (samples, views, p.backbone), mask_to if "head" in todo else None)
+                           None if cached else (samples, views, p.backbone), mask_to if "head" in todo else None,
+                           coco_at if "head" in todo else None)
         # without a cache, units are the store's shards (the batches extraction forwards) in this process
         units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
         resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], units))
-        fallbacks = sum(run_units(work, units, resume, workers=p.predict.workers if cached else 1,
-                                  desc=f"predict {'+'.join(todo)} {out.name}"))
+        results = run_units(work, units, resume, workers=p.predict.workers if cached else 1,
+                            desc=f"predict {'+'.join(todo)} {out.name}")
+        fallbacks = sum(f for f, _ in results)
+        if coco and "head" in todo:
+            files = {s.stem: s.image.name for s in datasets.eval_samples(spec)}
+            write_json(coco, document([(files[stem], ann) for _, anns in results for stem, ann in anns], coco_at,
+                                      f"evaluation set {name}, head {head_path.name}"))
         resume.close()
         for g in todo:
             for f in folders[g]:
                 finish(f, keys[g])
     click.echo(f"{out}: {n} images; " + "; ".join(
         f"{g} ({', '.join(GROUPS[g])}): " + ("written" if g in todo else "up to date") for g in groups)
-        + (f"; masks in {masks}" if masks else "")
+        + (f"; masks in {masks}" if masks else "") + (f"; COCO masks in {coco}" if coco else "")
         + (f"; NCut dense fallbacks: {fallbacks}" if "bipartitions" in todo else "")
         + ("" if cached else "; features from the images (predict.cache_features: false)"))

@@ -1,6 +1,7 @@
 """Frozen ViT backbones: token layout, eval mode, offline loading by directory or hub id."""
 import os
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -104,3 +105,24 @@ def test_offline_hub_id_fails_at_once_with_a_hint_to_use_a_local_directory(tmp_p
 def test_shared_dinov2_checkpoint_loads_through_the_same_path(shared_model):
     b = load_backbone(str(shared_model), device="cpu")
     assert (b.patch_size, b.hidden_size, b.num_prefix_tokens) == (14, 384, 1)
+
+
+HUB_ID_FROM_CACHE = """
+import sys
+from pipeline.backbone import backbone_revision, load_backbone
+print(backbone_revision("someone/tiny-dinov2"), load_backbone("someone/tiny-dinov2", revision=sys.argv[1]).patch_size)
+"""
+
+
+def test_a_cached_hub_id_loads_offline_and_reports_its_revision(tmp_path, tiny_model_dir):
+    """A hub id in the Hugging Face cache layout (refs/main -> snapshots/<commit>): loaded with no network,
+    its commit found (the model directory of stage export records it), and loadable pinned to it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub/models--someone--tiny-dinov2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs/main").write_text(commit)
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    r = subprocess.run([sys.executable, "-c", HUB_ID_FROM_CACHE, commit], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [commit, "14"]

@@ -59,7 +59,7 @@ def ran(out: str) -> set[str]:
 
 
 ALL_STAGES = {"demo_data@demo", "extract_train", "extract_eval@demo", "extract_views@demo", "pseudo_masks", "train",
-              "self_train", "predict@demo", "evaluate@demo", "report", "plots_page"}
+              "self_train", "export", "predict@demo", "evaluate@demo", "report", "plots_page"}
 UP_TO_DATE = "bipartitions (cls, kmeans, ncut, ncut_ipo): up to date"  # predict kept the baselines' maps
 
 
@@ -82,6 +82,38 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
     again = run(["dvc", "repro"], project)
     assert "Running stage" not in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
+
+
+SEGMENT_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from pipeline.maps import save_png
+from pipeline.segmenter import Segmenter
+model = Segmenter.from_pretrained(sys.argv[1])
+images = sorted(Path(sys.argv[2]).iterdir())
+for image, out in zip(images, model.predict(images, batch_size=int(sys.argv[4]))):
+    save_png(out.prob, Path(sys.argv[3]) / (image.stem + ".png"))
+"""
+
+
+def test_the_exported_model_reloaded_in_a_fresh_process_gives_predicts_maps_byte_for_byte(project, tmp_path):
+    """models/ (stage export) is a Hugging Face model directory: from_pretrained in a new interpreter,
+    predict on the demo images in extraction's batches (one shard: 2 images), the head's PNGs exactly."""
+    import sys
+
+    models = project / "models"
+    config = json.loads((models / "config.json").read_text())
+    assert config["backbone"] == yaml.safe_load((project / "params.yaml").read_text())["backbone"]["name"]
+    assert config["resolutions"] == [112] and len(config["params_hash"]) == 64
+    assert "library_name: selfment" in (models / "README.md").read_text()
+    run([sys.executable, "-c", SEGMENT_IN_A_FRESH_PROCESS, str(models), str(project / "data/demo/images"),
+         str(tmp_path), "2"], ROOT)
+    head = sorted((project / "data/predictions/demo/head").glob("*.png"))
+    assert len(head) == 6
+    for f in head:
+        assert f.read_bytes() == (tmp_path / f.name).read_bytes(), f.name
+    doc = json.loads((project / "data/predictions/demo/head.coco.json").read_text())
+    assert [i["file_name"] for i in doc["images"]] == [f.name for f in sorted((project / "data/demo/images").iterdir())]
 
 
 def test_each_store_is_on_disk_once_and_a_shard_deleted_by_hand_is_seen_and_rewritten(project):
@@ -124,7 +156,7 @@ def test_every_declared_plot_renders_and_the_figures_need_no_network(project):
 def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     before = json.loads((project / "metrics/pseudo_masks.json").read_text())
     out = run(["dvc", "exp", "run", "-n", "iters1", "-S", "ipo.iters=1"], project)
-    assert ran(out) == {"pseudo_masks", "train", "self_train", "predict@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"pseudo_masks", "train", "self_train", "export", "predict@demo", "evaluate@demo", "report"}
     after = json.loads((project / "metrics/pseudo_masks.json").read_text())
     assert after["ncut"] == before["ncut"] and after["ncut_ipo"] != before["ncut_ipo"]
     shown = run(["dvc", "exp", "show", "--csv"], project)
@@ -213,11 +245,11 @@ def test_a_loss_change_reruns_the_head_never_the_pseudo_masks_or_the_baselines_m
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     try:
         status = run(["dvc", "status", "--json"], project)
-        assert set(json.loads(status[status.index("{"):])) == {"train", "self_train"}
+        assert set(json.loads(status[status.index("{"):])) == {"train", "self_train", "export"}
         out = run(["dvc", "exp", "run", "-n", "no-con"], project)
     finally:
         params.write_text(original)
-    assert ran(out) == {"train", "self_train", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
+    assert ran(out) == {"train", "self_train", "export", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
 
 
 def test_changing_the_resolution_re_extracts_train_only(project):
@@ -238,7 +270,7 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
     # the stages that import pipeline/features.py, and not extract; evaluate and report follow when
     # predict's maps change (the ipo.iters test shows that chain), since they do not run this module
     changed = set(json.loads(status[status.index("{"):]))
-    assert changed == dry == {"pseudo_masks", "train", "self_train", "predict@demo"}
+    assert changed == dry == {"pseudo_masks", "train", "self_train", "export", "predict@demo"}
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
 
 
@@ -250,7 +282,7 @@ def test_the_whole_pipeline_runs_under_torchrun_with_two_processes(project):
     # a new training store (7 x 7 grid): rank 0 writes shards 0 and 2, rank 1 shard 1; the evaluation
     # store's settings did not change, so both ranks find it complete (nothing to do), and the baselines'
     # maps, which depend on that store only, are not recomputed
-    assert ran(out) == ALL_STAGES - {"demo_data@demo"} and UP_TO_DATE in out
+    assert ran(out) == ALL_STAGES - {"demo_data@demo", "plots_page"} and UP_TO_DATE in out
     assert "3 shards (2 written by rank 0)" in out and "3 shards (1 written by rank 1)" in out
     assert FeatureStore(project / "data/features/train.zarr").grid == (7, 7)
     assert "on 2 process(es)" in out
@@ -265,13 +297,13 @@ def test_inference_views_and_self_training_rerun_only_what_they_must(project):
     before = FeatureStore(base).attrs["fingerprint"]
     out = run(["dvc", "exp", "run", "-n", "views", "-S", "predict.hflip=true", "-S", "predict.resolutions=[112,56]"],
               project)
-    assert ran(out) == {"extract_eval@demo", "extract_views@demo", "predict@demo", "evaluate@demo", "report"}
+    assert ran(out) == {"extract_eval@demo", "extract_views@demo", "export", "predict@demo", "evaluate@demo", "report"}
     assert UP_TO_DATE in out
     assert FeatureStore(base).attrs["fingerprint"] == before
     assert sorted(p.name for p in (project / "data/features/eval/demo.views").glob("*.zarr")) == [
         "112-hflip.zarr", "56-hflip.zarr", "56.zarr"]
     out = run(["dvc", "exp", "run", "-n", "rounds", "-S", "train.rounds=2"], project)
-    assert ran(out) == {"self_train", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
+    assert ran(out) == {"self_train", "export", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
     log = pd.read_csv(project / "plots/self_train_loss.csv")
     assert len(log) > 0 and set(log["round"]) == {2}
 
@@ -287,7 +319,7 @@ def test_without_a_feature_cache_the_eval_stores_go_and_a_new_head_reruns_the_fo
     assert not list((project / "data/features/eval/demo.views").glob("*.zarr"))
     assert json.loads((project / "metrics/results.json").read_text()) == results
     out = run(["dvc", "exp", "run", "-n", "nocache-seed", "-S", "train.seed=1"], project)
-    assert ran(out) == {"train", "self_train", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
+    assert ran(out) == {"train", "self_train", "export", "predict@demo", "evaluate@demo", "report"} and UP_TO_DATE in out
     assert "head (head): written" in out and "features from the images" in out
 
 
@@ -305,7 +337,8 @@ def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_di
     assert "NCut + IPO" in r.stdout and "overhead (all but the forward)" in r.stdout
     summary = json.loads((tmp_path / "w/timing.json").read_text())
     per_set = ("extract_eval", "extract_views", "predict", "evaluate")
-    assert set(summary["stages"]) == {"extract_train", "pseudo_masks", "train", "self_train", "report",
+    assert set(summary["stages"]) == {"extract_train", "pseudo_masks", "train", "self_train", "export", "report",
+                                      "plots_page",
                                       *(f"{s}.duts_eval" for s in per_set)}
     stage_time = sum(t["wall_s"] for t in summary["stages"].values())
     assert 0 < summary["forward_s"] < stage_time < summary["seconds"]

@@ -1,5 +1,6 @@
 """Stage commands on a small on-disk dataset with a tiny random backbone (CliRunner, in process):
 results equal the library's, interrupted runs resume, cheap checks come first, user folders survive."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from pipeline.backbone import load_backbone, preprocess
 from pipeline.bipartition import all_methods
+from pipeline.coco import decode
 from pipeline.datasets import load_image, resolve
 from pipeline.extract import extract_dataset, make_spec
 from pipeline.head import fuse_views, load_head, predict_map
@@ -200,13 +202,20 @@ def test_views_are_extracted_once_each_and_the_head_map_is_their_mean(setup, tmp
     head = root / "head_v.safetensors"
     out, masks = tmp_path / "pred", tmp_path / "masks"
     run("predict", "--maps", "head", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(out),
-        "--masks", str(masks))
+        "--masks", str(masks), "--coco", str(out / "head.coco.json"))
     stores = [(FeatureStore(base), False), (FeatureStore(views / "112-hflip.zarr"), True),
               (FeatureStore(views / "56.zarr"), False), (FeatureStore(views / "56-hflip.zarr"), True)]
     ref = fuse_views(load_head(head), [(s.features(3), m) for s, m in stores], (50, 70))
     np.testing.assert_array_equal(np.asarray(Image.open(out / "head" / "im03.png")), np.round(ref * 255))
     np.testing.assert_array_equal(np.asarray(Image.open(masks / "im03.png")), np.where(ref > 0.5, 255, 0))
     assert sorted(p.name for p in masks.glob("*.png")) == [f"im{i:02d}.png" for i in range(6)]
+    doc = json.loads((out / "head.coco.json").read_text())  # the COCO masks are the PNG masks, image by image
+    assert [i["file_name"] for i in doc["images"]] == [f"im{i:02d}.jpg" for i in range(6)]
+    for image, ann in zip(doc["images"], doc["annotations"]):
+        png = np.asarray(Image.open(masks / image["file_name"].replace(".jpg", ".png"))) == 255
+        np.testing.assert_array_equal(decode(ann["segmentation"]), png)
+        assert (image["height"], image["width"]) == png.shape and ann["image_id"] == image["id"]
+    assert doc["annotations"][3]["score"] == pytest.approx(ref[ref > 0.5].mean(), abs=1e-6)
 
 
 def test_self_train_keeps_round_one_bit_for_bit_and_retrains_on_its_labels(setup, tmp_path, write_params,
@@ -243,12 +252,15 @@ def test_segment_maps_own_images_and_reports_bad_files(setup, tmp_path):
     store = FeatureStore(root / "train.zarr")
     ref = predict_map(load_head(root / "head_s.safetensors"), store.features(0), (50, 70))
     assert np.abs(m.astype(float) - np.round(ref * 255)).max() <= 2
-    r = cli(root, "segment", str(good), "--head", str(root / "head_s.safetensors"), "--out", str(tmp_path / "bin"),
-            "--binary")
-    assert "1 masks written" in r.output
+    r = cli(root, "segment", str(good), str(bad), "--head", str(root / "head_s.safetensors"), "--out",
+            str(tmp_path / "bin"), "--binary", "--coco", str(tmp_path / "bin.json"), code=1)
+    assert "1 masks written" in r.output and f"COCO masks in {tmp_path / 'bin.json'}" in r.output
     mask = np.asarray(Image.open(tmp_path / "bin/im00.png"))
     assert set(np.unique(mask)) <= {0, 255} and 0 < (mask == 255).sum() < mask.size
     np.testing.assert_array_equal(mask == 255, m >= 128)  # p > predict.threshold = 0.5
+    doc = json.loads((tmp_path / "bin.json").read_text())  # the skipped file has no entry
+    assert [i["file_name"] for i in doc["images"]] == ["im00.jpg"] and len(doc["annotations"]) == 1
+    np.testing.assert_array_equal(decode(doc["annotations"][0]["segmentation"]), mask == 255)
 
     r = cli(root, "segment", str(good), "--head", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o2"),
             code=2)
@@ -330,6 +342,13 @@ def test_without_a_feature_cache_every_map_is_byte_identical_and_no_store_is_wri
     r = run(False, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[False]),
             "--masks", str(tmp_path / "masks_False"))
     assert "bipartitions (cls, kmeans, ncut, ncut_ipo): up to date; head (head): up to date" in r.output
+    # the exported model (the same views and batches) gives predict's maps byte for byte
+    run(True, "export", "--head", str(head), "--out", str(tmp_path / "model"))
+    images = sorted(str(f) for f in (root / "ds/images").iterdir())
+    r = run(True, "segment", *images, "--model", str(tmp_path / "model"), "--out", str(tmp_path / "seg"))
+    assert "6 maps written, 0 skipped" in r.output
+    for f in sorted((outs[True] / "head").glob("*.png")):
+        assert f.read_bytes() == (tmp_path / "seg" / f.name).read_bytes(), f.name
 
 
 def test_segment_takes_photos_as_viewers_show_them_and_reports_the_rest(setup, tmp_path, monkeypatch):
