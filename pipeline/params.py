@@ -192,9 +192,17 @@ class PredictParams(Group):
         return self
 
 
+class BootstrapParams(Group):
+    """Percentile bootstrap over images (README "Intervals and paired comparisons")."""
+    resamples: int = Field(1000, ge=1)
+    seed: int = 0
+    level: float = Field(0.95, gt=0, lt=1)
+
+
 class EvaluateParams(Group):
     workers: int = _runtime(2, ge=1)
     chunk_size: int = _runtime(32, ge=1)
+    bootstrap: BootstrapParams = BootstrapParams()
 
 
 class PlotsParams(Group):

@@ -27,13 +27,23 @@ def results_table(results: dict[str, dict]) -> pd.DataFrame:
     return table.drop(columns=[c for c in COD_COLUMNS.values() if table[c].isna().all()])
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """SOD columns as percentages (as the paper's Table 1), COD columns as fractions (Table 2)."""
-    shown = table.copy()
-    for c in SOD_COLUMNS.values():
-        if c in shown:
-            shown[c] = 100 * shown[c]
-    return shown.to_markdown(floatfmt=".3f") + "\n"
+def to_markdown(table: pd.DataFrame, intervals: dict[str, dict] | None = None) -> str:
+    """SOD columns as percentages (as the paper's Table 1), COD columns as fractions (Table 2); with
+    ``intervals`` ({dataset: {method: {metric: [low, high]}}}) each value followed by its interval."""
+    shown = table.copy().astype(object)
+    titles = {**SOD_COLUMNS, **COD_COLUMNS}
+    methods = {title: m for m, title in METHOD_NAMES.items()}
+    for (dataset, method), row in table.iterrows():
+        for key, title in titles.items():
+            if title not in table or pd.isna(row[title]):
+                continue
+            scale, digits = (100, 1) if key in SOD_COLUMNS else (1, 3)
+            cell = f"{scale * row[title]:.3f}"
+            low_high = (intervals or {}).get(dataset, {}).get(methods[method], {}).get(key)
+            if low_high:
+                cell += f" [{scale * low_high[0]:.{digits}f}, {scale * low_high[1]:.{digits}f}]"
+            shown.loc[(dataset, method), title] = cell
+    return shown.fillna("").to_markdown(disable_numparse=True) + "\n"
 
 
 def resolution_table(results: dict[str, dict], data: dict[str, str], resolutions: dict[str, int]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images and
-``configure`` to write params.yaml from presets, ``plan`` to see what a run will hold on disk.
+``configure`` to write params.yaml from presets, ``plan`` to see what a run will hold on disk,
+``compare`` to tell whether two runs really differ.
 
 Subcommands are imported on use, so a stage runs (and DVC tracks) only its own modules."""
 import importlib
@@ -20,6 +21,7 @@ COMMANDS = {
     "plan": "stages.plan:plan",
     "plots-page": "stages.plots_page:plots_page",
     "export": "stages.export:export",
+    "compare": "stages.compare:compare",
 }
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 from pipeline import datasets, metrics
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_write, write_json
+from pipeline.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
 from pipeline.params import MAP_METHODS
 from pipeline.runner import STAMP, Resume, Work, chunked, fingerprint, run_units, stage
 
@@ -40,16 +41,22 @@ class ScoreWork(Work):
         return out
 
 
-@stage("evaluate", reads=("data.eval.{name}",))
+@stage("evaluate", reads=("data.eval.{name}", "evaluate.bootstrap"))
 @click.option("--name", required=True, help="Evaluation set (a key of data.eval).")
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), required=True, help="Metrics JSON.")
 @click.option("--pr", "pr_dir", type=click.Path(path_type=Path), required=True, help="PR curves (one CSV per method).")
 @click.option("--per-image", type=click.Path(path_type=Path), required=True,
               help="CSV of every image's IoU and F_max (B) per method.")
-def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, per_image: Path) -> None:
+@click.option("--scores", "scores_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Every per-image array the metrics are statistics of (npz; selfment compare reads it).")
+@click.option("--intervals", "intervals_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Bootstrap interval of every metric per method (JSON).")
+def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, per_image: Path, scores_path: Path,
+             intervals_path: Path) -> None:
     """F_max (conventions A and B), IoU, Acc per method, and PySODMetrics' COD metrics where the set asks
-    for them (``cod_metrics``: by default the COD benchmarks, as in the paper); resumable."""
+    for them (``cod_metrics``: by default the COD benchmarks, as in the paper), each with its bootstrap
+    interval over images; resumable."""
     spec = p.data.eval[name]
     samples = [s for s in datasets.eval_samples(spec) if s.mask is not None]
     if not samples:
@@ -69,13 +76,19 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
     scored = [s for part in run_units(work, units, resume, workers=p.evaluate.workers, desc=f"evaluate {name}")
               for s in part]
     result, table = {"n_images": len(samples)}, {"stem": [s.stem for s in samples]}
+    boot = p.evaluate.bootstrap
+    counts, arrays = resample_counts(len(samples), boot.resamples, boot.seed), {}
     for k, m in enumerate(MAP_METHODS):
         scores = [s[k] for s in scored]
         table[f"{m}_iou"] = [s["iou"] for s in scores]
         table[f"{m}_fmax_image"] = [float(s["f_b"].max()) for s in scores]
         result[m] = metrics.aggregate(scores)
+        arrays[m] = stored(per_image_arrays(scores))
         atomic_write(pr_dir / f"{m}.csv", lambda f, c=metrics.pr_curve(scores): c.to_csv(f, index=False))
     write_json(metrics_path, result)
+    save_scores(scores_path, table["stem"], arrays)
+    write_json(intervals_path, {"level": boot.level, "resamples": boot.resamples, "seed": boot.seed,
+                                **{m: intervals(a, counts, boot.level) for m, a in arrays.items()}})
     atomic_write(per_image, lambda f: pd.DataFrame(table).to_csv(f, index=False, float_format="%.6f"))
     resume.close()
     click.echo(f"{name}: " + ", ".join(f"{m} F_max(B) {result[m]['fmax_image']:.3f}" for m in MAP_METHODS))

@@ -20,9 +20,9 @@ from pipeline.runner import stage
 PANEL_METHODS = {"ncut": "NCut", "ncut_ipo": "NCut + IPO", "head": "Selfment head"}
 
 
-def _write_table(table: pd.DataFrame, stem: Path) -> None:
+def _write_table(table: pd.DataFrame, stem: Path, intervals: dict | None = None) -> None:
     atomic_write(stem.with_suffix(".csv"), lambda f: f.write(table.to_csv(float_format="%.6f").encode()))
-    atomic_write(stem.with_suffix(".md"), lambda f: f.write(to_markdown(table).encode()))
+    atomic_write(stem.with_suffix(".md"), lambda f: f.write(to_markdown(table, intervals).encode()))
 
 
 def _png(path: Path, data: bytes) -> None:
@@ -38,20 +38,25 @@ def _png(path: Path, data: bytes) -> None:
 @click.option("--loss-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--tables", type=click.Path(path_type=Path), required=True, help="Output folder of the tables.")
 @click.option("--summary", type=click.Path(path_type=Path), required=True, help="Results JSON (dvc metrics).")
+@click.option("--intervals", "intervals_path", type=click.Path(path_type=Path), required=True,
+              help="Every result's bootstrap interval (JSON; not a dvc metrics file).")
 @click.option("--resolution-csv", type=click.Path(path_type=Path), required=True,
               help="Resolution study plot data (rows data x resolution x method).")
 @click.option("--figures", type=click.Path(path_type=Path), required=True, help="Folder of PNG figures.")
 @click.option("--panels", type=click.Path(path_type=Path), required=True, help="Folder of qualitative panels.")
 @click.option("--examples", default=3, show_default=True, help="Successes and failures per panel.")
 def report(p, metrics_dir: Path, predictions: Path, pr_dir: Path, ipo_csv: Path, loss_csv: Path, tables: Path,
-           summary: Path, resolution_csv: Path, figures: Path, panels: Path, examples: int) -> None:
+           summary: Path, intervals_path: Path, resolution_csv: Path, figures: Path, panels: Path,
+           examples: int) -> None:
     """Tables with rows dataset x method and the paper's columns; figures and panels
     (image | ground truth | NCut | NCut+IPO | head) of the best and worst images by the head's IoU."""
     sets = p.data.eval
     results = {n: json.loads((metrics_dir / f"{n}.json").read_text()) for n in sets}
+    intervals = {n: json.loads((metrics_dir / f"{n}.intervals.json").read_text()) for n in sets}
     table = results_table(results)
-    _write_table(table, tables / "results")
+    _write_table(table, tables / "results", intervals)
     write_json(summary, {n: {m: v for m, v in r.items() if m != "n_images"} for n, r in results.items()})
+    write_json(intervals_path, intervals)
 
     def described(spec) -> str:
         return f"{spec.preset or spec.root}" + (f", first {spec.first}" if spec.first else "")
@@ -85,4 +90,4 @@ def report(p, metrics_dir: Path, predictions: Path, pr_dir: Path, ipo_csv: Path,
         if rows:
             image = panel(rows, ["image", "ground truth", *PANEL_METHODS.values()], labels)
             atomic_write(panels / f"{n}.png", lambda f, im=image: im.save(f, format="PNG"))
-    click.echo(to_markdown(table))
+    click.echo(to_markdown(table, intervals))

@@ -213,6 +213,28 @@ def drawn_charts(page: Path) -> dict[str, dict]:
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (README Setup: apt-get install chromium)")
+def test_compare_reads_two_experiments_and_says_where_they_differ(project):
+    """selfment compare through dvc.api: an experiment against itself differs by exactly 0 with a zero-width
+    interval; against another, B - A is the difference of their results, and --all lists every experiment."""
+    import dvc.api
+
+    same = run(["selfment", "compare", "baseline", "baseline"], project)
+    rows = [line for line in same.splitlines() if line.startswith("| demo")]
+    assert len(rows) == 5 * 4  # methods x SOD metrics
+    assert all("| +0.0 " in r and "[+0.0, +0.0]" in r and not r.rstrip(" |").endswith("*") for r in rows)
+    out = run(["selfment", "compare", "baseline", "iters1", "--method", "ncut_ipo", "--metric", "iou"], project)
+    [row] = [line for line in out.splitlines() if line.startswith("| demo")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    res = {rev: json.loads(dvc.api.read("metrics/results.json", repo=str(project), rev=rev))["demo"]["ncut_ipo"]["iou"]
+           for rev in ("baseline", "iters1")}
+    assert cells[3:6] == [f"{100 * res['baseline']:.1f}", f"{100 * res['iters1']:.1f}",
+                          f"{100 * (res['iters1'] - res['baseline']):+.1f}"]
+    low, high = map(float, cells[6].strip("[]").split(","))
+    assert low <= float(cells[5]) <= high
+    every = run(["selfment", "compare", "baseline", "--all", "--method", "head"], project)
+    assert "iters1 - baseline" in every and "baseline - baseline" not in every
+
+
 def test_plots_show_and_diff_draw_every_chart_offline(project):
     """A user's view of `dvc plots show` and `dvc plots diff`: every Vega chart with data is drawn with no
     network (the page carries Vega inline), the PR chart with one line per method and revision."""

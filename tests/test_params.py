@@ -167,7 +167,7 @@ def test_a_view_allows_declared_keys_and_runtime_fields_only():
 
 
 @pytest.mark.parametrize("command", ["demo-data", "extract", "pseudo-masks", "train", "self-train", "predict",
-                                     "evaluate", "report", "segment"])
+                                     "evaluate", "report", "segment", "export"])
 def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading_a_model(tmp_path, command):
     """The backbone and head paths would fail to load; the params error comes first."""
     bad = edited("ncut.solver", "lanczoss")
@@ -178,11 +178,14 @@ def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading
             "train": ["--features", ".", "--pseudo", "params.yaml", "--out", "o", "--loss-csv", "l"],
             "self-train": ["--features", ".", "--head", "params.yaml", "--out", "o", "--loss-csv", "l"],
             "predict": ["--maps", "bipartitions", "--features", ".", "--out", "o"],
-            "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p", "--per-image", "i"],
+            "evaluate": ["--name", "demo", "--predictions", ".", "--metrics", "m", "--pr", "p", "--per-image", "i",
+                         "--scores", "s", "--intervals", "n"],
             "report": ["--metrics-dir", ".", "--predictions", ".", "--pr-dir", ".", "--ipo-csv", "params.yaml",
-                       "--loss-csv", "params.yaml", "--tables", "t", "--summary", "s", "--resolution-csv", "r",
+                       "--loss-csv", "params.yaml", "--tables", "t", "--summary", "s", "--intervals", "n",
+                       "--resolution-csv", "r",
                        "--figures", "f", "--panels", "p"],
-            "segment": ["x.png", "--head", "nope.safetensors", "--out", "o"]}[command]
+            "segment": ["x.png", "--head", "nope.safetensors", "--out", "o"],
+            "export": ["--head", "params.yaml", "--out", "o"]}[command]
     r = CliRunner().invoke(main, [command, "--params", str(tmp_path / "params.yaml"), *args])
     assert r.exit_code == 2
     assert r.output.strip().splitlines() == [

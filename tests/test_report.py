@@ -39,6 +39,17 @@ def test_markdown_shows_sod_columns_as_percentages_and_cod_as_fractions():
     assert cells[1:5] == ["85.120"] * 4 and cells[5:] == ["0.851"] * len(COD_COLUMNS)
 
 
+def test_markdown_shows_each_intervals_bounds_in_the_columns_scale():
+    table = results_table({"DUTS-TE": {"head": scores(0.8512), "ncut": {k: 0.5 for k in SOD_COLUMNS}}})
+    md = to_markdown(table, {"DUTS-TE": {"head": {"iou": [0.8401, 0.8633], "sm": [0.81, 0.9]}}})
+    row = next(line for line in md.splitlines() if "Selfment head" in line)
+    cells = dict(zip(["method", *table.columns], [c.strip() for c in row.strip("|").split("|")]))
+    assert cells["IoU"] == "85.120 [84.0, 86.3]" and cells["S_m"] == "0.851 [0.810, 0.900]"
+    assert cells["Acc"] == "85.120"  # no interval given: the value alone
+    ncut = next(line for line in md.splitlines() if "NCut" in line)
+    assert ncut.count("50.000") == 4 and "nan" not in ncut  # its COD cells are empty
+
+
 def test_panel_has_uniform_cells_a_header_and_row_labels():
     wide, tall = Image.new("RGB", (40, 20), (255, 0, 0)), Image.new("RGB", (10, 40), (0, 0, 255))
     mask = mask_image(np.array([[True, False]]))

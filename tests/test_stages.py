@@ -17,6 +17,7 @@ from pipeline.coco import decode
 from pipeline.datasets import load_image, resolve
 from pipeline.extract import extract_dataset, make_spec
 from pipeline.head import fuse_views, load_head, predict_map
+from pipeline.intervals import load_scores
 from pipeline.params import CompressorParams, DatasetSpec, load_params
 from pipeline.store import FeatureStore
 from pipeline.views import View
@@ -155,14 +156,23 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     np.testing.assert_array_equal(np.asarray(Image.open(out / "head" / "im01.png")), np.round(ref * 255))
 
     cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
-        "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"))
+        "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"), *scored(root, "e"))
     result = yaml.safe_load((root / "e.json").read_text())
+    intervals = json.loads((root / "e.intervals.json").read_text())
+    assert (intervals["level"], intervals["resamples"]) == (0.95, 1000)
+    for m in METHODS:  # every metric inside its interval; the arrays kept are the metrics' own
+        assert set(intervals[m]) == set(result[m])
+        for k, v in result[m].items():
+            assert intervals[m][k][0] <= v + 1e-6 and v - 1e-6 <= intervals[m][k][1], (m, k)
+    stems, arrays = load_scores(root / "e.scores.npz")
+    assert stems == [f"im{i:02d}" for i in range(6)]
+    assert arrays["head"]["iou"].mean() == pytest.approx(result["head"]["iou"], abs=1e-12)
     assert set(result["head"]) == {"fmax_image", "fmax_dataset", "iou", "acc"}  # a SOD set: paper Table 1's metrics
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["data"]["eval"]["ds"]["cod_metrics"] = True
     (root / "cod.yaml").write_text(yaml.safe_dump(p))
     cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "cod.json"),
-        "--pr", str(root / "pr_cod"), "--per-image", str(root / "cod.csv"), params="cod.yaml")
+        "--pr", str(root / "pr_cod"), "--per-image", str(root / "cod.csv"), *scored(root, "cod"), params="cod.yaml")
     with_cod = yaml.safe_load((root / "cod.json").read_text())
     assert set(with_cod["head"]) > {"sm", "wfm", "em_mean", "mae"}
     assert {k: with_cod["head"][k] for k in result["head"]} == result["head"]
@@ -172,8 +182,12 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     assert per_image["ncut_fmax_image"].mean() == pytest.approx(result["ncut"]["fmax_image"], abs=1e-6)
     (out / "ncut" / "im02.png").unlink()
     r = cli(root, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(root / "e.json"),
-            "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"), code=2)
+            "--pr", str(root / "pr"), "--per-image", str(root / "e.csv"), *scored(root, "e"), code=2)
     assert "im02.png: prediction missing" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def scored(root, tag):
+    return "--scores", str(root / f"{tag}.scores.npz"), "--intervals", str(root / f"{tag}.intervals.json")
 
 
 def test_views_are_extracted_once_each_and_the_head_map_is_their_mean(setup, tmp_path, write_params, tiny_model_dir):

@@ -1,0 +1,82 @@
+"""``selfment compare REV_A REV_B``: paired bootstrap comparison of two revisions or experiments, read
+through ``dvc.api`` (never by checking out the workspace); README "Intervals and paired comparisons"."""
+from __future__ import annotations
+
+import io
+import json
+
+import click
+import pandas as pd
+
+from pipeline.errors import PipelineError
+from pipeline.intervals import Run, compare_runs, load_scores
+from pipeline.report import METHOD_NAMES, SOD_COLUMNS
+from pipeline.runner import stage
+
+WORKSPACE = "workspace"
+
+
+def read_run(rev: str) -> Run:
+    """Every evaluation set's per-image arrays at ``rev`` (a git revision, an experiment name, or
+    ``workspace``): the sets of its metrics/results.json, their scores files from git or DVC's cache."""
+    import dvc.api
+
+    at = None if rev == WORKSPACE else rev
+    try:
+        sets = json.loads(dvc.api.read("metrics/results.json", rev=at))
+    except Exception as exc:  # dvc raises several types for unknown revisions and missing files
+        raise PipelineError(f"{rev}: no metrics/results.json ({' '.join(str(exc).split())[:160]})") from None
+    run = {}
+    for name in sets:
+        path = f"metrics/eval/{name}.scores.npz"
+        try:
+            with dvc.api.open(path, rev=at, mode="rb") as f:
+                run[name] = load_scores(io.BytesIO(f.read()))
+        except Exception as exc:
+            raise PipelineError(f"{rev}: cannot read {path} ({' '.join(str(exc).split())[:160]}); runs made "
+                                f"before per-image scores were kept need `dvc exp run` again") from None
+    return run
+
+
+def experiments() -> list[str]:
+    """The names of the experiments `dvc exp show` lists (all baselines of the last commit)."""
+    import dvc.api
+
+    return [row["Experiment"] or row["rev"] for row in dvc.api.exp_show()
+            if row.get("typ", "").startswith("branch_") and (row["Experiment"] or row["rev"])]
+
+
+def table(rows: list[dict], a: str, b: str, level: float) -> str:
+    """Markdown, one row per (set, method, metric): SOD metrics in points (x 100), COD ones as fractions;
+    ``*`` where the interval of B - A excludes 0."""
+    shown = []
+    for r in rows:
+        scale, digits = (100, 1) if r["metric"] in SOD_COLUMNS else (1, 3)
+        shown.append({"set": r["set"], "method": METHOD_NAMES.get(r["method"], r["method"]), "metric": r["metric"],
+                      a: f"{scale * r['a']:.{digits}f}", b: f"{scale * r['b']:.{digits}f}",
+                      "B - A": f"{scale * r['delta']:+.{digits}f}",
+                      f"{100 * level:g}% interval": f"[{scale * r['low']:+.{digits}f}, {scale * r['high']:+.{digits}f}]",
+                      "": "*" if r["excludes_0"] else ""})
+    return pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True)
+
+
+@stage("compare", reads=("evaluate.bootstrap",))
+@click.argument("rev_a")
+@click.argument("rev_b", required=False)
+@click.option("--all", "every", is_flag=True, help="Compare every experiment of `dvc exp show` with REV_A.")
+@click.option("--method", "methods", multiple=True, help="Only these methods (cls, kmeans, ncut, ncut_ipo, head).")
+@click.option("--metric", "metric_keys", multiple=True, help="Only these metrics (e.g. fmax_image, iou).")
+def compare(p, rev_a: str, rev_b: str | None, every: bool, methods: tuple[str, ...],
+            metric_keys: tuple[str, ...]) -> None:
+    """B - A for every evaluation set, method and metric of two runs (REV_A, REV_B: git revisions,
+    experiment names or `workspace`), with a paired bootstrap interval over the same images; `*` marks
+    an interval that excludes 0."""
+    if every == (rev_b is not None):
+        raise PipelineError("compare needs REV_B or --all (every experiment against REV_A), not both")
+    boot = p.evaluate.bootstrap
+    base = read_run(rev_a)
+    for other in ([e for e in experiments() if e != rev_a] if every else [rev_b]):
+        rows = [r for r in compare_runs(base, read_run(other), boot.resamples, boot.seed, boot.level)
+                if (not methods or r["method"] in methods) and (not metric_keys or r["metric"] in metric_keys)]
+        click.echo(f"\n{other} - {rev_a} ({boot.resamples} paired resamples of the images, seed {boot.seed})\n")
+        click.echo(table(rows, rev_a, other, boot.level))

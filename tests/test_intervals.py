@@ -1,0 +1,100 @@
+"""Bootstrap intervals over images: hand-computed resample statistics, the full-set statistic equal to the
+metrics' own aggregate, the textbook width for a mean, paired differences (0 for identical runs, the
+right sign for a planted improvement), bit-identical reruns, and the scores file round trip."""
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.intervals import (DEFINITIONS, intervals, load_scores, paired, per_image_arrays, resample_counts,
+                                save_scores, statistic, stored)
+from pipeline.metrics import aggregate, image_scores
+
+
+def random_scores(n, seed, cod=False, better=None):
+    """Per-image scores of n random soft maps against random masks; ``better``: images whose map is the
+    mask itself (a planted improvement)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        gt = np.zeros((24, 32), bool)
+        y, x = rng.integers(0, 12), rng.integers(0, 16)
+        gt[y:y + 10, x:x + 14] = True
+        noise = rng.random(gt.shape)
+        pred = gt.astype(float) if better is not None and i in better else 0.4 * gt + 0.6 * noise
+        out.append(image_scores(np.clip(pred, 0, 1), gt, cod=cod))
+    return out
+
+
+def test_resampled_statistics_equal_a_hand_computation():
+    arrays = {"iou": np.array([0.2, 0.5, 0.8]), "f_a": np.array([[0.1, 0.9], [0.5, 0.4], [0.6, 0.3]])}
+    counts = np.array([[2, 1, 0], [0, 0, 3], [1, 1, 1]])
+    np.testing.assert_allclose(statistic(arrays, "iou", counts), [(0.4 + 0.5) / 3, 0.8, 0.5])
+    # F_max A: the max over thresholds of the resample's mean curve
+    np.testing.assert_allclose(statistic(arrays, "fmax_dataset", counts),
+                               [max((0.2 + 0.5) / 3, (1.8 + 0.4) / 3), max(0.6, 0.3), max(1.2 / 3, 1.6 / 3)])
+
+
+def test_counts_draw_n_images_per_resample_reproducibly():
+    counts = resample_counts(7, 50, seed=3)
+    assert counts.shape == (50, 7) and (counts.sum(axis=1) == 7).all() and counts.min() >= 0
+    np.testing.assert_array_equal(counts, resample_counts(7, 50, seed=3))
+    assert not np.array_equal(counts, resample_counts(7, 50, seed=4))
+    with pytest.raises(PipelineError, match="needs images"):
+        resample_counts(0, 10, 0)
+
+
+def test_the_full_set_statistic_is_the_metrics_own_aggregate():
+    scores = random_scores(9, 0, cod=True)
+    arrays = per_image_arrays(scores)
+    ones = np.ones((1, 9), int)
+    expected = aggregate(scores)
+    assert set(expected) == set(DEFINITIONS)
+    for metric, value in expected.items():
+        assert statistic(arrays, metric, ones)[0] == pytest.approx(value, abs=1e-12), metric
+
+
+def test_a_means_interval_has_the_textbook_width():
+    values = np.random.default_rng(0).normal(0.5, 0.1, 400)
+    low, high = intervals({"iou": values}, resample_counts(400, 4000, 0), 0.95)["iou"]
+    half = 1.96 * values.std() / np.sqrt(400)
+    assert low < values.mean() < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+
+
+def test_intervals_are_bit_identical_run_to_run():
+    arrays = stored(per_image_arrays(random_scores(12, 1)))
+    one = intervals(arrays, resample_counts(12, 200, 5), 0.95)
+    assert one == intervals(arrays, resample_counts(12, 200, 5), 0.95)
+    assert set(one) == {"fmax_dataset", "fmax_image", "iou", "acc"}
+
+
+def test_identical_runs_differ_by_exactly_zero():
+    arrays = per_image_arrays(random_scores(10, 2, cod=True))
+    diff = paired(arrays, arrays, resample_counts(10, 300, 0), 0.95)
+    assert set(diff) == set(DEFINITIONS)
+    assert all(d == {"delta": 0.0, "low": 0.0, "high": 0.0, "excludes_0": False} for d in diff.values())
+
+
+def test_a_planted_improvement_gives_an_interval_of_the_right_sign():
+    better = set(range(0, 40, 2))  # half of the images get a perfect map
+    a = per_image_arrays(random_scores(40, 3, cod=True))
+    b = per_image_arrays(random_scores(40, 3, cod=True, better=better))
+    diff = paired(a, b, resample_counts(40, 1000, 0), 0.95)
+    for metric in ("fmax_image", "fmax_dataset", "iou", "acc", "sm"):
+        assert diff[metric]["excludes_0"] and diff[metric]["low"] > 0, metric
+    assert diff["mae"]["excludes_0"] and diff["mae"]["high"] < 0  # lower is better
+    # the same change on one image only cannot be told from image sampling
+    one = per_image_arrays(random_scores(40, 3, better={0}))
+    assert not paired(a, one, resample_counts(40, 1000, 0), 0.95)["iou"]["excludes_0"]
+
+
+def test_the_scores_file_round_trips(tmp_path):
+    arrays = {m: stored(per_image_arrays(random_scores(5, k))) for k, m in enumerate(("ncut", "head"))}
+    save_scores(tmp_path / "s.npz", ["0001", "NA", "a b", "12", "x"], arrays)
+    stems, back = load_scores(tmp_path / "s.npz")
+    assert stems == ["0001", "NA", "a b", "12", "x"]
+    for m in arrays:
+        assert set(back[m]) == set(arrays[m])
+        for k, v in arrays[m].items():
+            np.testing.assert_array_equal(back[m][k], v)
+            assert back[m][k].dtype == v.dtype
