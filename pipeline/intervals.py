@@ -134,3 +134,23 @@ def compare_runs(a: Run, b: Run, resamples: int, seed: int, level: float) -> lis
                              "a": float(statistic(arrays_a[method], metric, ones)[0]),
                              "b": float(statistic(b_rows, metric, ones)[0]), **d})
     return rows
+
+
+def seed_spread(runs: list[tuple[dict, dict]]) -> list[dict]:
+    """Mean and sample standard deviation over runs of one setup that differ only in seeds, for every
+    (set, method, metric) all of them report, beside the mean half-width of their bootstrap intervals:
+    the spread measures training noise, the interval image sampling. ``runs``: (results
+    ``{set: {method: {metric: value}}}``, intervals ``{set: {method: {metric: [low, high]}}}``) each."""
+    first = runs[0][0]
+    rows = []
+    for name, methods in first.items():
+        for method, values in methods.items():
+            for metric in values:
+                got = [r.get(name, {}).get(method, {}).get(metric) for r, _ in runs]
+                if any(v is None for v in got):
+                    continue
+                widths = [(i[name][method][metric][1] - i[name][method][metric][0]) / 2 for _, i in runs]
+                rows.append({"set": name, "method": method, "metric": metric, "n": len(got),
+                             "mean": float(np.mean(got)), "std": float(np.std(got, ddof=1)) if len(got) > 1 else 0.0,
+                             "interval_half_width": float(np.mean(widths))})
+    return rows

@@ -22,6 +22,7 @@ COMMANDS = {
     "plots-page": "stages.plots_page:plots_page",
     "export": "stages.export:export",
     "compare": "stages.compare:compare",
+    "spread": "stages.compare:spread",
 }
 
 

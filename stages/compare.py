@@ -1,5 +1,6 @@
-"""``selfment compare REV_A REV_B``: paired bootstrap comparison of two revisions or experiments, read
-through ``dvc.api`` (never by checking out the workspace); README "Intervals and paired comparisons"."""
+"""``selfment compare REV_A REV_B``: paired bootstrap comparison of two revisions or experiments, and
+``selfment spread``: mean and standard deviation over experiments that differ only in seeds; both read
+through ``dvc.api`` (never by checking out the workspace). README "Intervals and paired comparisons"."""
 from __future__ import annotations
 
 import io
@@ -9,7 +10,7 @@ import click
 import pandas as pd
 
 from pipeline.errors import PipelineError
-from pipeline.intervals import Run, compare_runs, load_scores
+from pipeline.intervals import Run, compare_runs, load_scores, seed_spread
 from pipeline.report import METHOD_NAMES, SOD_COLUMNS
 from pipeline.runner import stage
 
@@ -21,13 +22,8 @@ def read_run(rev: str) -> Run:
     ``workspace``): the sets of its metrics/results.json, their scores files from git or DVC's cache."""
     import dvc.api
 
-    at = None if rev == WORKSPACE else rev
-    try:
-        sets = json.loads(dvc.api.read("metrics/results.json", rev=at))
-    except Exception as exc:  # dvc raises several types for unknown revisions and missing files
-        raise PipelineError(f"{rev}: no metrics/results.json ({' '.join(str(exc).split())[:160]})") from None
-    run = {}
-    for name in sets:
+    at, run = None if rev == WORKSPACE else rev, {}
+    for name in _read_json("metrics/results.json", rev):
         path = f"metrics/eval/{name}.scores.npz"
         try:
             with dvc.api.open(path, rev=at, mode="rb") as f:
@@ -36,6 +32,15 @@ def read_run(rev: str) -> Run:
             raise PipelineError(f"{rev}: cannot read {path} ({' '.join(str(exc).split())[:160]}); runs made "
                                 f"before per-image scores were kept need `dvc exp run` again") from None
     return run
+
+
+def _read_json(path: str, rev: str):
+    import dvc.api
+
+    try:
+        return json.loads(dvc.api.read(path, rev=None if rev == WORKSPACE else rev))
+    except Exception as exc:  # dvc raises several types for unknown revisions and missing files
+        raise PipelineError(f"{rev}: no {path} ({' '.join(str(exc).split())[:160]})") from None
 
 
 def experiments() -> list[str]:
@@ -76,7 +81,54 @@ def compare(p, rev_a: str, rev_b: str | None, every: bool, methods: tuple[str, .
     boot = p.evaluate.bootstrap
     base = read_run(rev_a)
     for other in ([e for e in experiments() if e != rev_a] if every else [rev_b]):
-        rows = [r for r in compare_runs(base, read_run(other), boot.resamples, boot.seed, boot.level)
-                if (not methods or r["method"] in methods) and (not metric_keys or r["metric"] in metric_keys)]
+        rows = _shown(compare_runs(base, read_run(other), boot.resamples, boot.seed, boot.level), methods, metric_keys)
         click.echo(f"\n{other} - {rev_a} ({boot.resamples} paired resamples of the images, seed {boot.seed})\n")
         click.echo(table(rows, rev_a, other, boot.level))
+
+
+def _flat(params: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in params.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": json.dumps(v)})
+    return out
+
+
+def _shown(rows: list[dict], methods: tuple[str, ...], metric_keys: tuple[str, ...]) -> list[dict]:
+    return [r for r in rows if (not methods or r["method"] in methods) and (not metric_keys or r["metric"] in metric_keys)]
+
+
+@stage("spread", reads=())
+@click.argument("revs", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every experiment of `dvc exp show`.")
+@click.option("--over", multiple=True, default=("train.seed",), show_default=True,
+              help="The params that differ between repeats of one setup (seeds).")
+@click.option("--method", "methods", multiple=True, help="Only these methods (cls, kmeans, ncut, ncut_ipo, head).")
+@click.option("--metric", "metric_keys", multiple=True, help="Only these metrics (e.g. fmax_image, iou).")
+def spread(p, revs: tuple[str, ...], every: bool, over: tuple[str, ...], methods: tuple[str, ...],
+           metric_keys: tuple[str, ...]) -> None:
+    """Group REVS (or --all experiments) by their params except OVER, and give per group mean ± standard
+    deviation over its runs (training noise) beside the mean half-width of their bootstrap intervals
+    (image sampling)."""
+    import dvc.api
+
+    if every == bool(revs):
+        raise PipelineError("spread needs REVS or --all, not both")
+    names = experiments() if every else list(revs)
+    params = {n: _flat(dvc.api.params_show(rev=None if n == WORKSPACE else n)) for n in names}
+    varying = sorted(k for k in set().union(*map(set, params.values()))
+                     if k not in over and len({params[n].get(k) for n in names}) > 1)
+    groups: dict[tuple, list[str]] = {}
+    for n in names:
+        groups.setdefault(tuple(params[n].get(k) for k in varying), []).append(n)
+    shown = []
+    for key, members in groups.items():
+        setup = ", ".join(f"{k}={v}" for k, v in zip(varying, key)) or "(one setup)"
+        runs = [(_read_json("metrics/results.json", n), _read_json("metrics/intervals.json", n)) for n in members]
+        for r in _shown(seed_spread(runs), methods, metric_keys):
+            scale, digits = (100, 1) if r["metric"] in SOD_COLUMNS else (1, 3)
+            shown.append({"setup": setup, "set": r["set"], "method": METHOD_NAMES.get(r["method"], r["method"]),
+                          "metric": r["metric"], "runs": str(r["n"]),
+                          "mean ± std": f"{scale * r['mean']:.{digits}f} ± {scale * r['std']:.{digits}f}",
+                          "bootstrap ±": f"{scale * r['interval_half_width']:.{digits}f}"})
+    click.echo(f"{len(names)} runs in {len(groups)} setups (repeats differ in {', '.join(over)})\n")
+    click.echo(pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True))

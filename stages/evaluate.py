@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline import datasets, metrics
+from pipeline import datasets, metrics, timing
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_write, write_json
 from pipeline.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
@@ -77,7 +77,7 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
               for s in part]
     result, table = {"n_images": len(samples)}, {"stem": [s.stem for s in samples]}
     boot = p.evaluate.bootstrap
-    counts, arrays = resample_counts(len(samples), boot.resamples, boot.seed), {}
+    arrays = {}
     for k, m in enumerate(MAP_METHODS):
         scores = [s[k] for s in scored]
         table[f"{m}_iou"] = [s["iou"] for s in scores]
@@ -87,8 +87,10 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
         atomic_write(pr_dir / f"{m}.csv", lambda f, c=metrics.pr_curve(scores): c.to_csv(f, index=False))
     write_json(metrics_path, result)
     save_scores(scores_path, table["stem"], arrays)
-    write_json(intervals_path, {"level": boot.level, "resamples": boot.resamples, "seed": boot.seed,
-                                **{m: intervals(a, counts, boot.level) for m, a in arrays.items()}})
+    with timing.section("bootstrap"):  # its share of the stage: README "Intervals and paired comparisons"
+        counts = resample_counts(len(samples), boot.resamples, boot.seed)
+        bounds = {m: intervals(a, counts, boot.level) for m, a in arrays.items()}
+    write_json(intervals_path, {"level": boot.level, "resamples": boot.resamples, "seed": boot.seed, **bounds})
     atomic_write(per_image, lambda f: pd.DataFrame(table).to_csv(f, index=False, float_format="%.6f"))
     resume.close()
     click.echo(f"{name}: " + ", ".join(f"{m} F_max(B) {result[m]['fmax_image']:.3f}" for m in MAP_METHODS))

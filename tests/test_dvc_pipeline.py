@@ -345,6 +345,22 @@ def test_without_a_feature_cache_the_eval_stores_go_and_a_new_head_reruns_the_fo
     assert "head (head): written" in out and "features from the images" in out
 
 
+def test_spread_groups_experiments_that_differ_only_in_the_seed(project):
+    """nocache and nocache-seed differ in train.seed only: one setup of two runs, the mean and sample
+    standard deviation of their results; the baseline (other params) is a setup of its own."""
+    import dvc.api
+
+    out = run(["selfment", "spread", "nocache", "nocache-seed", "--method", "head", "--metric", "iou"], project)
+    assert "2 runs in 1 setups (repeats differ in train.seed)" in out
+    [row] = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if "| demo" in line]
+    iou = [json.loads(dvc.api.read("metrics/results.json", repo=str(project), rev=rev))["demo"]["head"]["iou"]
+           for rev in ("nocache", "nocache-seed")]
+    mean, std = 100 * (iou[0] + iou[1]) / 2, 100 * abs(iou[0] - iou[1]) / 2 ** 0.5
+    assert row[0] == "(one setup)" and row[4:6] == ["2", f"{mean:.1f} ± {std:.1f}"]
+    out = run(["selfment", "spread", "nocache", "nocache-seed", "baseline", "--method", "head"], project)
+    assert "3 runs in 2 setups" in out and out.count("| demo") == 2 * 4
+
+
 def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_dir, write_pairs):
     """benchmarks/real_duts.py on a small DUTS-TR-layout set: dvc repro in a copy of the project, the
     results table, and the per-stage times adding up to the run."""

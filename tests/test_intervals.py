@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.intervals import (DEFINITIONS, intervals, load_scores, paired, per_image_arrays, resample_counts,
-                                save_scores, statistic, stored)
+                                save_scores, seed_spread, statistic, stored)
 from pipeline.metrics import aggregate, image_scores
 
 
@@ -98,3 +98,13 @@ def test_the_scores_file_round_trips(tmp_path):
         for k, v in arrays[m].items():
             np.testing.assert_array_equal(back[m][k], v)
             assert back[m][k].dtype == v.dtype
+
+
+def test_seed_spread_is_the_mean_and_sample_std_beside_the_mean_interval_half_width():
+    runs = [({"S": {"head": {"iou": v, "acc": 0.9}}}, {"S": {"head": {"iou": [v - w, v + w], "acc": [0.8, 1.0]}}})
+            for v, w in ((0.60, 0.02), (0.62, 0.04), (0.64, 0.03))]
+    rows = {r["metric"]: r for r in seed_spread(runs)}
+    assert rows["iou"]["n"] == 3 and rows["iou"]["mean"] == pytest.approx(0.62)
+    assert rows["iou"]["std"] == pytest.approx(0.02)  # sqrt(((-0.02)^2 + 0 + 0.02^2) / 2)
+    assert rows["iou"]["interval_half_width"] == pytest.approx(0.03)
+    assert rows["acc"]["std"] == 0.0 and rows["acc"]["interval_half_width"] == pytest.approx(0.1)
