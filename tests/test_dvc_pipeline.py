@@ -213,6 +213,28 @@ def drawn_charts(page: Path) -> dict[str, dict]:
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (README Setup: apt-get install chromium)")
+def test_two_queued_experiments_run_at_once_give_the_results_of_the_runs_one_by_one(project):
+    """`dvc queue start -j 2`: two experiments at once, each in its own copy of the repository (stores
+    re-extracted there), end with exactly the metrics and intervals of baseline and iters1 (run before, one
+    after the other in the workspace, whose params now hold ipo.iters=1)."""
+    import time
+
+    import dvc.api
+
+    run(["dvc", "exp", "run", "--queue", "-n", "q-base", "-S", "ipo.iters=20"], project)
+    run(["dvc", "exp", "run", "--queue", "-n", "q-iters1"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 1200  # a hang guard: both runs take about two minutes here
+    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project)):
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "q-base"], project)
+    for queued, alone in (("q-base", "baseline"), ("q-iters1", "iters1")):
+        for path in ("metrics/results.json", "metrics/pseudo_masks.json", "metrics/intervals.json"):
+            assert (json.loads(dvc.api.read(path, repo=str(project), rev=queued))
+                    == json.loads(dvc.api.read(path, repo=str(project), rev=alone))), (queued, path)
+
+
 def test_compare_reads_two_experiments_and_says_where_they_differ(project):
     """selfment compare through dvc.api: an experiment against itself differs by exactly 0 with a zero-width
     interval; against another, B - A is the difference of their results, and --all lists every experiment."""
