@@ -111,10 +111,23 @@ def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], counts: np.ndarra
 Run = dict[str, tuple[list[str], dict[str, dict[str, np.ndarray]]]]  # set -> (stems, {method: arrays})
 
 
-def compare_runs(a: Run, b: Run, resamples: int, seed: int, level: float) -> list[dict]:
+def part_rows(stems: list[str], part: tuple[int, int] | None) -> np.ndarray:
+    """Rows of the ``k``-th of ``n`` consecutive parts (``part = (k, n)``, k from 1) of the images in sorted
+    stem order, e.g. (1, 2) the first half; every row, in order, without ``part``."""
+    if part is None:
+        return np.arange(len(stems))
+    k, n = part
+    if not 1 <= k <= n <= len(stems):
+        raise PipelineError(f"part {k}/{n} of {len(stems)} images: needs 1 <= k <= n <= the number of images")
+    return np.array_split(np.argsort(np.array(stems, dtype=str), kind="stable"), n)[k - 1]
+
+
+def compare_runs(a: Run, b: Run, resamples: int, seed: int, level: float,
+                 part: tuple[int, int] | None = None) -> list[dict]:
     """Paired comparison of two runs on every evaluation set both scored: per (set, method, metric) the
-    values of A and B and :func:`paired`'s difference and interval. Both runs must have scored the same
-    images of a set (B's rows are put in A's order); a set scored by one run only is an error."""
+    values of A and B and :func:`paired`'s difference and interval, on the images of ``part``
+    (:func:`part_rows`) or all. Both runs must have scored the same images of a set (B's rows are put in
+    A's order); a set scored by one run only is an error."""
     if set(a) != set(b):
         raise PipelineError(f"the two runs scored different evaluation sets ({', '.join(sorted(set(a) ^ set(b)))} "
                             f"in one only)")
@@ -125,13 +138,15 @@ def compare_runs(a: Run, b: Run, resamples: int, seed: int, level: float) -> lis
             raise PipelineError(f"{name}: the two runs scored different images ({len(stems)} and {len(stems_b)}); "
                                 f"a paired comparison needs the same ones")
         row_of = {stem: j for j, stem in enumerate(stems_b)}
-        order = np.array([row_of[stem] for stem in stems])  # B's row of each of A's stems
-        counts, ones = resample_counts(len(stems), resamples, seed), np.ones((1, len(stems)), dtype=np.int64)
+        mine = part_rows(stems, part)
+        theirs = np.array([row_of[stems[i]] for i in mine])  # B's row of each of A's images
+        counts, ones = resample_counts(len(mine), resamples, seed), np.ones((1, len(mine)), dtype=np.int64)
         for method in (m for m in arrays_a if m in arrays_b):
-            b_rows = {k: v[order] for k, v in arrays_b[method].items()}
-            for metric, d in paired(arrays_a[method], b_rows, counts, level).items():
-                rows.append({"set": name, "method": method, "metric": metric,
-                             "a": float(statistic(arrays_a[method], metric, ones)[0]),
+            a_rows = {k: v[mine] for k, v in arrays_a[method].items()}
+            b_rows = {k: v[theirs] for k, v in arrays_b[method].items()}
+            for metric, d in paired(a_rows, b_rows, counts, level).items():
+                rows.append({"set": name, "method": method, "metric": metric, "images": len(mine),
+                             "a": float(statistic(a_rows, metric, ones)[0]),
                              "b": float(statistic(b_rows, metric, ones)[0]), **d})
     return rows
 

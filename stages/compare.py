@@ -71,18 +71,27 @@ def table(rows: list[dict], a: str, b: str, level: float) -> str:
 @click.option("--all", "every", is_flag=True, help="Compare every experiment of `dvc exp show` with REV_A.")
 @click.option("--method", "methods", multiple=True, help="Only these methods (cls, kmeans, ncut, ncut_ipo, head).")
 @click.option("--metric", "metric_keys", multiple=True, help="Only these metrics (e.g. fmax_image, iou).")
+@click.option("--part", help="K/N: only the K-th of N consecutive parts of each set's images in sorted stem "
+              "order (1/2: the first half), e.g. to confirm on one half a choice made on the other.")
 def compare(p, rev_a: str, rev_b: str | None, every: bool, methods: tuple[str, ...],
-            metric_keys: tuple[str, ...]) -> None:
+            metric_keys: tuple[str, ...], part: str | None) -> None:
     """B - A for every evaluation set, method and metric of two runs (REV_A, REV_B: git revisions,
     experiment names or `workspace`), with a paired bootstrap interval over the same images; `*` marks
     an interval that excludes 0."""
     if every == (rev_b is not None):
         raise PipelineError("compare needs REV_B or --all (every experiment against REV_A), not both")
     boot = p.evaluate.bootstrap
+    try:
+        k_of_n = tuple(int(x) for x in part.split("/")) if part else None
+    except ValueError:
+        raise PipelineError(f"--part {part!r}: expected K/N, e.g. 1/2") from None
     base = read_run(rev_a)
     for other in ([e for e in experiments() if e != rev_a] if every else [rev_b]):
-        rows = _shown(compare_runs(base, read_run(other), boot.resamples, boot.seed, boot.level), methods, metric_keys)
-        click.echo(f"\n{other} - {rev_a} ({boot.resamples} paired resamples of the images, seed {boot.seed})\n")
+        rows = _shown(compare_runs(base, read_run(other), boot.resamples, boot.seed, boot.level, k_of_n),
+                      methods, metric_keys)
+        click.echo(f"\n{other} - {rev_a} ({boot.resamples} paired resamples of the images"
+                   + (f" of part {part} ({rows[0]['images']} images per set)" if part and rows else "")
+                   + f", seed {boot.seed})\n")
         click.echo(table(rows, rev_a, other, boot.level))
 
 

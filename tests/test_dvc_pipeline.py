@@ -255,6 +255,8 @@ def test_compare_reads_two_experiments_and_says_where_they_differ(project):
     assert low <= float(cells[5]) <= high
     every = run(["selfment", "compare", "baseline", "--all", "--method", "head"], project)
     assert "iters1 - baseline" in every and "baseline - baseline" not in every
+    half = run(["selfment", "compare", "baseline", "iters1", "--part", "2/2", "--method", "head"], project)
+    assert "of part 2/2 (3 images per set)" in half and half.count("| demo") == 4
 
 
 def test_plots_show_and_diff_draw_every_chart_offline(project):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.intervals import (DEFINITIONS, intervals, load_scores, paired, per_image_arrays, resample_counts,
+from pipeline.intervals import (DEFINITIONS, compare_runs, intervals, load_scores, paired, part_rows, per_image_arrays,
+                                resample_counts,
                                 save_scores, seed_spread, statistic, stored)
 from pipeline.metrics import aggregate, image_scores
 
@@ -108,3 +109,24 @@ def test_seed_spread_is_the_mean_and_sample_std_beside_the_mean_interval_half_wi
     assert rows["iou"]["std"] == pytest.approx(0.02)  # sqrt(((-0.02)^2 + 0 + 0.02^2) / 2)
     assert rows["iou"]["interval_half_width"] == pytest.approx(0.03)
     assert rows["acc"]["std"] == 0.0 and rows["acc"]["interval_half_width"] == pytest.approx(0.1)
+
+
+def test_a_comparison_pairs_images_by_stem_and_can_take_one_part_of_them():
+    """B's rows in another order are paired by stem; part 1/2 and 2/2 split the sorted stems; a planted
+    improvement on the second half only shows there."""
+    stems = [f"im{i:02d}" for i in range(40)]
+    a = {"S": (stems, {"head": per_image_arrays(random_scores(40, 3))})}
+    better = per_image_arrays(random_scores(40, 3, better=set(range(20, 40))))
+    shuffled = np.random.default_rng(0).permutation(40)
+    b = {"S": ([stems[i] for i in shuffled], {"head": {k: v[shuffled] for k, v in better.items()}})}
+    iou = {part: next(r for r in compare_runs(a, b, 500, 0, 0.95, part) if r["metric"] == "iou")
+           for part in (None, (1, 2), (2, 2))}
+    assert iou[None]["images"] == 40 and iou[(1, 2)]["images"] == iou[(2, 2)]["images"] == 20
+    assert iou[(1, 2)]["delta"] == 0.0 and not iou[(1, 2)]["excludes_0"]
+    assert iou[(2, 2)]["excludes_0"] and iou[(2, 2)]["low"] > 0
+    assert iou[None]["delta"] == pytest.approx(iou[(2, 2)]["delta"] / 2)
+    np.testing.assert_array_equal(part_rows(["b", "a", "c"], (1, 2)), [1, 0])  # sorted: a, b | c
+    with pytest.raises(PipelineError, match="different images"):
+        compare_runs(a, {"S": (stems[:39], b["S"][1])}, 10, 0, 0.95)
+    with pytest.raises(PipelineError, match="part 3/2"):
+        part_rows(stems, (3, 2))
