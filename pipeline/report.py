@@ -27,6 +27,11 @@ def results_table(results: dict[str, dict]) -> pd.DataFrame:
     return table.drop(columns=[c for c in COD_COLUMNS.values() if table[c].isna().all()])
 
 
+def scale_digits(metric: str) -> tuple[int, int]:
+    """How a metric is shown: SOD metrics in % with one decimal, COD ones as fractions with three."""
+    return (100, 1) if metric in SOD_COLUMNS else (1, 3)
+
+
 def to_markdown(table: pd.DataFrame, intervals: dict[str, dict] | None = None) -> str:
     """SOD columns as percentages (as the paper's Table 1), COD columns as fractions (Table 2); with
     ``intervals`` ({dataset: {method: {metric: [low, high]}}}) each value followed by its interval."""
@@ -37,7 +42,7 @@ def to_markdown(table: pd.DataFrame, intervals: dict[str, dict] | None = None) -
         for key, title in titles.items():
             if title not in table or pd.isna(row[title]):
                 continue
-            scale, digits = (100, 1) if key in SOD_COLUMNS else (1, 3)
+            scale, digits = scale_digits(key)
             cell = f"{scale * row[title]:.3f}"
             low_high = (intervals or {}).get(dataset, {}).get(methods[method], {}).get(key)
             if low_high:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError
 from pipeline.intervals import Run, compare_runs, load_scores, seed_spread
-from pipeline.report import METHOD_NAMES, SOD_COLUMNS
+from pipeline.report import METHOD_NAMES, scale_digits
 from pipeline.runner import stage
 
 WORKSPACE = "workspace"
@@ -56,7 +56,7 @@ def table(rows: list[dict], a: str, b: str, level: float) -> str:
     ``*`` where the interval of B - A excludes 0."""
     shown = []
     for r in rows:
-        scale, digits = (100, 1) if r["metric"] in SOD_COLUMNS else (1, 3)
+        scale, digits = scale_digits(r["metric"])
         shown.append({"set": r["set"], "method": METHOD_NAMES.get(r["method"], r["method"]), "metric": r["metric"],
                       a: f"{scale * r['a']:.{digits}f}", b: f"{scale * r['b']:.{digits}f}",
                       "B - A": f"{scale * r['delta']:+.{digits}f}",
@@ -134,7 +134,7 @@ def spread(p, revs: tuple[str, ...], every: bool, over: tuple[str, ...], methods
         setup = ", ".join(f"{k}={v}" for k, v in zip(varying, key)) or "(one setup)"
         runs = [(_read_json("metrics/results.json", n), _read_json("metrics/intervals.json", n)) for n in members]
         for r in _shown(seed_spread(runs), methods, metric_keys):
-            scale, digits = (100, 1) if r["metric"] in SOD_COLUMNS else (1, 3)
+            scale, digits = scale_digits(r["metric"])
             shown.append({"setup": setup, "set": r["set"], "method": METHOD_NAMES.get(r["method"], r["method"]),
                           "metric": r["metric"], "runs": str(r["n"]),
                           "mean ± std": f"{scale * r['mean']:.{digits}f} ± {scale * r['std']:.{digits}f}",
