@@ -80,10 +80,9 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
     arrays = {}
     for k, m in enumerate(MAP_METHODS):
         scores = [s[k] for s in scored]
-        table[f"{m}_iou"] = [s["iou"] for s in scores]
-        table[f"{m}_fmax_image"] = [float(s["f_b"].max()) for s in scores]
-        result[m] = metrics.aggregate(scores)
         arrays[m] = stored(per_image_arrays(scores))
+        table[f"{m}_iou"], table[f"{m}_fmax_image"] = arrays[m]["iou"], arrays[m]["fmax_image"]
+        result[m] = metrics.aggregate(scores)
         atomic_write(pr_dir / f"{m}.csv", lambda f, c=metrics.pr_curve(scores): c.to_csv(f, index=False))
     write_json(metrics_path, result)
     save_scores(scores_path, table["stem"], arrays)

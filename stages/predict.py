@@ -171,7 +171,7 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
                             desc=f"predict {'+'.join(todo)} {out.name}")
         fallbacks = sum(f for f, _ in results)
         if coco and "head" in todo:
-            files = {s.stem: s.image.name for s in datasets.eval_samples(spec)}
+            files = {s.stem: s.image.name for s in (datasets.eval_samples(spec) if cached else samples)}
             write_json(coco, document([(files[stem], ann) for _, anns in results for stem, ann in anns], coco_at,
                                       f"evaluation set {name}, head {head_path.name}"))
         resume.close()
