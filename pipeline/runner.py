@@ -199,9 +199,10 @@ class Resume:
         self.dir = self.root / key[:16]
         if not owner:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         if _try_lock(self.root / f"{key[:16]}.lock") is None:
             raise PipelineError(f"{output}: another run with the same inputs is writing it now; wait for it to end")
+        self.dir.mkdir(exist_ok=True)  # only once locked: an unlocked state folder is always stale
         for stale in self.root.iterdir():  # state of another configuration, whose run has ended
             if stale.is_dir() and stale != self.dir and _try_lock(self.root / f"{stale.name}.lock"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -239,12 +240,19 @@ def _try_lock(path: Path):
     None when another process holds it."""
     if str(path) in _HELD:
         return _HELD[str(path)]
-    f = open(path, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        f = open(path, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        try:  # the holder we waited on may have removed the file: then lock the one at the path now
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         f.close()
-        return None
     _HELD[str(path)] = f
     return f
 

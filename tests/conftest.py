@@ -160,3 +160,83 @@ def perturbed(monkeypatch):
         monkeypatch.setattr(module, "_product32", noisy(module._product32, delta))
         monkeypatch.setattr(module, "_product64", noisy(module._product64, 1e-12))
     return apply
+
+
+PAUSE_HARNESS = """
+import sys, time
+from pathlib import Path
+import pipeline.runner as runner
+signals, point, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+def pause():
+    (signals / "paused").touch()
+    while not (signals / "go").exists():
+        time.sleep(0.01)
+
+def pausing(fn, before):  # fn, pausing once: before its first call, or after it
+    calls = []
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if before and len(calls) == 1:
+            pause()
+        out = fn(*args, **kwargs)
+        if not before and len(calls) == 1:
+            pause()
+        return out
+    return wrapped
+
+if point == "lock":     # a run about to take its resume lock
+    runner._try_lock = pausing(runner._try_lock, before=True)
+elif point == "saved":  # a run that has saved its first finished unit (a training: its first epoch)
+    runner.Resume.save = pausing(runner.Resume.save, before=False)
+from stages.cli import main
+main(argv)
+"""
+
+
+class Paused:
+    """A ``selfment`` command in another process, held at ``point`` until :meth:`go` (a deterministic
+    interleaving of two runs, whatever the machine's timing)."""
+
+    def __init__(self, signals: Path, point: str, args: list[str]):
+        import subprocess
+        import sys
+        import time
+
+        signals.mkdir(parents=True, exist_ok=True)
+        self.signals = signals
+        self.proc = subprocess.Popen([sys.executable, "-c", PAUSE_HARNESS, str(signals), point, *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 300
+        while not (signals / "paused").exists():
+            assert self.proc.poll() is None, f"ended before pausing at {point}:\n{self.proc.communicate()[0]}"
+            assert time.monotonic() < deadline, f"never reached {point}"
+            time.sleep(0.01)
+
+    def go(self) -> tuple[int, str]:
+        """Let it go on; its exit status and output."""
+        (self.signals / "go").touch()
+        out = self.proc.communicate(timeout=300)[0]
+        return self.proc.returncode, out
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def paused(tmp_path):
+    """``paused(point, args)``: a :class:`Paused` ``selfment`` command (points: ``lock``, ``saved``);
+    killed at the end of the test if still held."""
+    started = []
+
+    def start(point: str, args: list[str]) -> Paused:
+        started.append(Paused(tmp_path / f"signals{len(started)}", point, [str(a) for a in args]))
+        return started[-1]
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.kill()

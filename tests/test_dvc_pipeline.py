@@ -200,6 +200,16 @@ class _Charts(HTMLParser):
             self.stack.pop()
 
 
+@pytest.fixture(scope="session")  # session-scoped: set up (or skipped) before the module's project
+def chromium() -> str:
+    """The headless browser the plots pages are drawn in; a test that asks for it is skipped without it, so
+    the skip always sits on the test that needs it."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("needs Chromium to draw the dvc plots pages (apt-get install chromium; CI installs it)")
+    return path
+
+
 def drawn_charts(page: Path) -> dict[str, dict]:
     """The charts with data of a ``dvc plots`` page (DVC writes ``var spec = {}`` for a declared plot without
     data) as headless Chromium draws them offline, every request through a dead proxy."""
@@ -212,7 +222,6 @@ def drawn_charts(page: Path) -> dict[str, dict]:
     return parser.charts
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (README Setup: apt-get install chromium)")
 def test_two_queued_experiments_run_at_once_give_the_results_of_the_runs_one_by_one(project):
     """`dvc queue start -j 2`: two experiments at once, each in its own copy of the repository (stores
     re-extracted there), end with exactly the metrics and intervals of baseline and iters1 (run before, one
@@ -259,7 +268,7 @@ def test_compare_reads_two_experiments_and_says_where_they_differ(project):
     assert "of part 2/2 (3 images per set)" in half and half.count("| demo") == 4
 
 
-def test_plots_show_and_diff_draw_every_chart_offline(project):
+def test_plots_show_and_diff_draw_every_chart_offline(chromium, project):
     """A user's view of `dvc plots show` and `dvc plots diff`: every Vega chart with data is drawn with no
     network (the page carries Vega inline), the PR chart with one line per method and revision."""
     methods = "5 values: cls.csv, head.csv, kmeans.csv, ncut.csv, ncut_ipo.csv"

@@ -407,60 +407,66 @@ def test_segment_takes_photos_as_viewers_show_them_and_reports_the_rest(setup, t
     assert size == (600, 800) and pixels.shape == (150, 200, 3)  # decoded at 1/4: >= 112 px, bounded
 
 
-def test_a_killed_training_resumes_at_its_last_epoch_and_gives_the_uninterrupted_head(setup, tmp_path):
-    """kill -9 part-way through `train`: no head file is left, the rerun resumes after the last finished
+def test_a_killed_training_resumes_at_its_last_epoch_and_gives_the_uninterrupted_head(setup, tmp_path, paused):
+    """kill -9 once `train` has saved its first epoch: no head file is left, the rerun resumes after that
     epoch (head and Adam state) and writes the head and loss curve of an uninterrupted run, byte for byte."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     root = setup
     pseudo(root, "p")
     p = yaml.safe_load((root / "params.yaml").read_text())
-    p["train"]["epochs"] = 250
+    p["train"]["epochs"] = 4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    cmd = [sys.executable, "-m", "stages.cli", "train", "--params", str(tmp_path / "params.yaml"),
-           "--features", str(root / "train.zarr"), "--pseudo", str(root / "p.npz")]
-    run = lambda tag, **kw: subprocess.run(cmd + ["--out", str(tmp_path / f"{tag}.safetensors"), "--loss-csv",  # noqa: E731
-                                                  str(tmp_path / f"{tag}.csv")], capture_output=True, text=True, **kw)
-    assert run("ref").returncode == 0
-    proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "h.safetensors"), "--loss-csv", str(tmp_path / "h.csv")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = lambda tag: ["train", "--params", tmp_path / "params.yaml", "--features", root / "train.zarr",  # noqa: E731
+                        "--pseudo", root / "p.npz", "--out", tmp_path / f"{tag}.safetensors",
+                        "--loss-csv", tmp_path / f"{tag}.csv"]
+    CliRunner().invoke(main, [str(a) for a in args("ref")], catch_exceptions=False)
+    killed = paused("saved", args("h"))
+    killed.kill()
     state = tmp_path / ".h.safetensors.partial"
-    while not list(state.glob("*/epoch.pkl")) and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
     assert not (tmp_path / "h.safetensors").exists() and list(state.glob("*/epoch.pkl"))
-    r = run("h")
-    assert r.returncode == 0 and "resuming after epoch" in r.stdout, r.stdout + r.stderr
+    r = CliRunner().invoke(main, [str(a) for a in args("h")], catch_exceptions=False)
+    assert r.exit_code == 0 and "resuming after epoch 1 of 4" in r.output, r.output
     assert (tmp_path / "h.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
     assert (tmp_path / "h.csv").read_text() == (tmp_path / "ref.csv").read_text()
     assert not state.exists()
 
 
-def test_two_segment_runs_into_one_folder_at_once_both_finish_with_the_maps_of_one_run(setup, tmp_path):
-    """Each run's resume state is locked while it lives, so a second run with other images never removes
-    it as stale; both write their maps, equal to a single run's."""
-    import subprocess
-    import sys
-
+def test_two_segment_runs_into_one_folder_both_finish_and_the_same_run_twice_stops_with_one_line(setup, tmp_path,
+                                                                                                 paused):
+    """Each run's resume state is locked while it lives: a run with other images into the same folder, started
+    and finished while the first one is held after saving its first images, never removes the first one's state
+    as stale, and both write the maps of a single run; a run with the first one's inputs stops with one line."""
     root = setup
     pseudo(root, "p")
     train(root, "two")
     images = sorted(str(p) for p in (root / "ds/images").iterdir())
-    cmd = [sys.executable, "-m", "stages.cli", "segment", "--params", str(root / "params.yaml"),
-           "--head", str(root / "head_two.safetensors")]
-    procs = [subprocess.Popen(cmd + part + ["--out", str(tmp_path / "shared")], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for part in (images[:3], images[3:])]
-    outputs = [p.communicate()[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    args = ["segment", "--params", root / "params.yaml", "--head", root / "head_two.safetensors", "--out",
+            tmp_path / "shared"]
+    held = paused("saved", [*args, *images[:3]])
+    [state] = list((tmp_path / ".shared.partial").glob("*/*.pkl"))
+    cli(root, "segment", *images[3:], "--head", str(root / "head_two.safetensors"), "--out", str(tmp_path / "shared"))
+    assert state.is_file()  # not taken for the state of an ended run
+    twice = CliRunner().invoke(main, [str(a) for a in [*args, *images[:3]]])
+    assert twice.exit_code == 2 and twice.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'shared'}: another run with the same inputs is writing it now; wait for it to end")
+    code, out = held.go()
+    assert code == 0, out
     cli(root, "segment", *images, "--head", str(root / "head_two.safetensors"), "--out", str(tmp_path / "one"))
     for f in sorted((tmp_path / "one").glob("*.png")):
         assert f.read_bytes() == (tmp_path / "shared" / f.name).read_bytes()
     assert len(list((tmp_path / "shared").glob("*.png"))) == 6 and not (tmp_path / ".shared.partial").exists()
+
+
+def test_a_runs_state_folder_exists_only_while_its_lock_is_held(setup, tmp_path, paused):
+    """Another run clears every state folder whose lock is free; a folder made before its lock is taken could
+    be cleared (or locked by the clearing run) in between. Held just before its lock: no folder yet."""
+    root = setup
+    pseudo(root, "p")
+    train(root, "lock")
+    held = paused("lock", ["segment", "--params", root / "params.yaml", "--head", root / "head_lock.safetensors",
+                           "--out", tmp_path / "out", *sorted((root / "ds/images").iterdir())[:2]])
+    assert not [d for d in (tmp_path / ".out.partial").iterdir() if d.is_dir()]
+    code, out = held.go()
+    assert code == 0 and len(list((tmp_path / "out").glob("*.png"))) == 2, out
 
 
 def test_a_full_disk_while_writing_maps_stops_with_one_line_and_the_rerun_resumes(setup, tmp_path, monkeypatch):
