@@ -136,10 +136,15 @@ def rgb_pixels(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+class _TooLarge(Exception):
+    """A non-JPEG photo over PIL's pixel limit (its message is the one-line reason)."""
+
+
 def load_photo(path: Path | str, side: int) -> tuple[np.ndarray, tuple[int, int], str | None]:
     """A photo as viewers show it, for ``segment``: EXIF orientation applied, the first frame of an
     animation or multi-page file, and a JPEG larger than PIL's decompression-bomb limit decoded at a
-    reduced scale (DCT scaling, never below ``side`` pixels on its shorter side), so memory stays bounded.
+    reduced scale (DCT scaling, never below ``side`` pixels on its shorter side), so memory stays bounded;
+    other formats over the limit (PNG, TIFF, ...) cannot be decoded in part and are refused in one line.
     Returns RGB uint8 pixels, the full oriented (height, width) the map is written at, and a note or None."""
     path = Path(path)
     with warnings.catch_warnings():
@@ -147,13 +152,20 @@ def load_photo(path: Path | str, side: int) -> tuple[np.ndarray, tuple[int, int]
         try:
             im = Image.open(path)
             (w, h), frames = im.size, getattr(im, "n_frames", 1)
-            if im.format == "JPEG" and w * h > (Image.MAX_IMAGE_PIXELS or np.inf):
+            if w * h > (Image.MAX_IMAGE_PIXELS or np.inf):
+                if im.format != "JPEG":
+                    raise _TooLarge(f"{path}: {w}x{h} {im.format} is over PIL's limit of {Image.MAX_IMAGE_PIXELS} "
+                                    f"pixels and only JPEGs are decoded at reduced scale; downscale it first")
                 scale = side / min(w, h)
                 im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
             turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
             im.load()
             im = ImageOps.exif_transpose(im)
-        except Exception as exc:  # PIL raises several types for unreadable, truncated or oversized files
+        except _TooLarge as exc:
+            raise DatasetError(str(exc)) from None
+        except Image.DecompressionBombError as exc:  # over twice the limit: PIL refuses to open it at all
+            raise DatasetError(f"{path}: not decoded: {exc}") from None
+        except Exception as exc:  # PIL raises several types for unreadable or truncated files
             raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
     note = f"{path}: {frames} frames, the first one segmented" if frames > 1 else None
     return rgb_pixels(im), ((w, h) if turned else (h, w)), note

@@ -240,3 +240,33 @@ def paused(tmp_path):
     for p in started:
         if p.proc.poll() is None:
             p.kill()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(kib)``: a folder on a tmpfs of ``kib`` KiB mounted for the test (a real full disk: the
+    kernel's ENOSPC, not an injected one); ``small_disk.grow(kib)`` frees space by enlarging it. Skipped
+    unless the tests run as root where mounting works (CI does)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(kib: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("a real full disk needs root to mount a small tmpfs")
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    def grow(kib: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={kib}k", str(mounted[-1])], check=True)
+
+    mount.grow = grow
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)

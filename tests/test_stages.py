@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.backbone import load_backbone, preprocess
 from pipeline.bipartition import all_methods
 from pipeline.coco import decode
-from pipeline.datasets import load_image, resolve
+from pipeline.datasets import DatasetError, load_image, resolve
 from pipeline.extract import extract_dataset, make_spec
 from pipeline.head import fuse_views, load_head, predict_map
 from pipeline.intervals import load_scores
@@ -434,6 +434,14 @@ def test_segment_takes_photos_as_viewers_show_them_and_reports_the_rest(setup, t
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300_000)  # 800 x 600 is over PIL's limit (warned, not refused)
     pixels, size, _ = load_photo(big, 112)
     assert size == (600, 800) and pixels.shape == (150, 200, 3)  # decoded at 1/4: >= 112 px, bounded
+    for fmt in ("png", "tiff"):  # no partial decoding: refused in one line, never decoded whole
+        Image.fromarray(np.full((600, 800, 3), 128, np.uint8)).save(tmp_path / f"big.{fmt}")
+        with pytest.raises(DatasetError, match=rf"big.{fmt}: 800x600 {fmt.upper()} is over PIL's limit of 300000 pixels "
+                                               r"and only JPEGs are decoded at reduced scale; downscale it first$"):
+            load_photo(tmp_path / f"big.{fmt}", 112)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)  # over twice the limit: PIL refuses even to open it
+    with pytest.raises(DatasetError, match=r"big.jpg: not decoded: Image size \(480000 pixels\) exceeds limit"):
+        load_photo(big, 112)
 
 
 def test_a_killed_training_resumes_at_its_last_epoch_and_gives_the_uninterrupted_head(setup, tmp_path, paused):
@@ -499,6 +507,8 @@ def test_a_runs_state_folder_exists_only_while_its_lock_is_held(setup, tmp_path,
 
 
 def test_a_full_disk_while_writing_maps_stops_with_one_line_and_the_rerun_resumes(setup, tmp_path, monkeypatch):
+    """ENOSPC at the third image's first map (chunks of two images): one line, the first chunk's results kept in
+    the state beside the output (no temporary file left), and the rerun computes only the other chunks."""
     import errno
 
     import stages.predict as stage
@@ -515,8 +525,35 @@ def test_a_full_disk_while_writing_maps_stops_with_one_line_and_the_rerun_resume
     cli(root, *args, "--out", str(tmp_path / "clean"))
     monkeypatch.setattr(stage, "save_png", full)
     r = cli(root, *args, "--out", str(tmp_path / "out"), code=2)
-    assert "error: disk full writing" in r.output and "GB free); free space and run again" in r.output
-    monkeypatch.setattr(stage, "save_png", real)
+    [line] = [s for s in r.stderr.splitlines() if "error" in s]  # beside the progress bar's lines
+    assert line == (f"error: disk full writing {tmp_path / 'out/cls/im02.png'} ({line.split('(')[1].split(' GB')[0]} "
+                    f"GB free); free space and run again: finished work is kept")
+    assert [f.name for f in (tmp_path / "out").glob(".*.partial/*/*.pkl")] == ["000000-000001.pkl"]
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+    calls.clear()
+    monkeypatch.setattr(stage, "save_png", lambda prob, path: (calls.append(path), real(prob, path)))
     cli(root, *args, "--out", str(tmp_path / "out"))
+    assert sorted({Path(c).stem for c in calls}) == ["im02", "im03", "im04", "im05"]
+    assert not list((tmp_path / "out").glob(".*.partial"))
     for f in (tmp_path / "clean").rglob("*.png"):
         assert f.read_bytes() == (tmp_path / "out" / f.relative_to(tmp_path / "clean")).read_bytes()
+
+
+def test_a_real_full_disk_while_writing_maps_stops_with_one_line_and_resumes_on_freed_space(setup, tmp_path,
+                                                                                            small_disk):
+    """The kernel's ENOSPC on a small tmpfs (maps and resume state on it): one line, exit status 2; with space
+    freed the rerun ends with the maps of a run that never stopped."""
+    root = setup
+    args = ["predict", "--maps", "bipartitions", "--features", str(root / "train.zarr")]
+    cli(root, *args, "--out", str(tmp_path / "clean"))
+    disk = small_disk(48)
+    r = cli(root, *args, "--out", str(disk / "out"), code=2)
+    [line] = [s for s in r.stderr.splitlines() if "error" in s]
+    assert line.startswith(f"error: disk full writing {disk}") and line.endswith("finished work is kept")
+    assert len(list((disk / "out").rglob("*.png"))) < 24
+    small_disk.grow(4096)
+    cli(root, *args, "--out", str(disk / "out"))
+    maps = sorted((tmp_path / "clean").rglob("*.png"))
+    assert len(maps) == 24
+    for f in maps:
+        assert f.read_bytes() == (disk / "out" / f.relative_to(tmp_path / "clean")).read_bytes()

@@ -124,3 +124,21 @@ def test_a_full_disk_stops_with_the_space_needed_and_a_rerun_resumes_to_the_same
     for i in range(6):
         np.testing.assert_array_equal(a.features(i), b.features(i))
     np.testing.assert_array_equal(a.sizes(), b.sizes())
+
+
+def test_a_real_full_disk_stops_with_one_line_and_a_rerun_on_freed_space_gives_the_same_store(tmp_path, small_disk):
+    """The same on a tmpfs too small for the store (the kernel's own ENOSPC, wherever zarr meets it): the
+    error names the store, complete shards stay done, and with space freed the extraction resumes to the
+    store of an uninterrupted run."""
+    s = spec(n=6, grid=(16, 16), dim=64)  # 64 KiB of features per shard
+    fill(tmp_path / "ref.zarr", s)
+    disk = small_disk(160)
+    with pytest.raises(StoreError, match=r"f.zarr: disk full writing shard \d \(images \d-\d\): [\d.]+ GB free"):
+        fill(disk / "f.zarr", s)
+    pending = StoreWriter(disk / "f.zarr", s, create=False).pending_shards([0, 1, 2], verify=True)
+    assert 0 < len(pending) < 3
+    small_disk.grow(1024)
+    fill(disk / "f.zarr", s)
+    a, b = FeatureStore(tmp_path / "ref.zarr"), FeatureStore(disk / "f.zarr")
+    for i in range(6):
+        np.testing.assert_array_equal(a.features(i), b.features(i))
