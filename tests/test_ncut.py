@@ -218,15 +218,15 @@ def test_perturbed_products_give_the_dense_float64_masks_on_planted_grids(pertur
 
 @pytest.fixture(scope="module")
 def duts_756(shared_model, shared_duts):
-    """24 shared DUTS-TR images (every 125th stem) at 756 px through the stand-in ViT-S/14 (54 x 54
-    patches, the README's setting) and their dense float64 NCut."""
+    """16 shared DUTS-TR images (every 187th stem) at 756 px through the stand-in ViT-S/14 (54 x 54
+    patches, the setting of the NCut benchmark) and their dense float64 NCut (~3.5 s an image on 2 cores)."""
     import torch
 
     from pipeline.backbone import load_backbone, preprocess
     from pipeline.datasets import load_image, resolve
     from pipeline.params import DatasetSpec
 
-    samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))[::125][:24]
+    samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))[::187][:16]
     backbone = load_backbone(str(shared_model), device="cpu")
     grids = []
     with torch.inference_mode():
@@ -249,4 +249,4 @@ def test_perturbed_products_give_the_dense_float64_masks_on_real_features(duts_7
         if len(fd.eigenvalues) > 1 and fd.eigenvalues[1] - fd.eigenvalues[0] > 1e-3:
             separated += 1
             assert iou(mask, dense) >= 0.99
-    assert separated >= 20
+    assert separated >= 13
