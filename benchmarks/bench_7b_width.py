@@ -3,7 +3,7 @@
     python benchmarks/bench_7b_width.py --work /tmp/selfment-7b [--layers 2] [--n-images 8]
 
 Builds, in code, a DINOv3 config with the released ViT-7B/16 checkpoint's width, token layout and
-block design (``pipeline.backbone.vit7b16_config``: hidden_size 4096, 32 heads, gated SiLU MLP of 8192,
+block design (``pipeline.features.backbone.vit7b16_config``: hidden_size 4096, 32 heads, gated SiLU MLP of 8192,
 patch 16, 4 register tokens, LayerScale, RoPE settings) but ``--layers`` layers and random weights, saves it with
 ``save_pretrained`` in bfloat16, and runs the pipeline on a copy of this repository:
 ``selfment configure backbone/dinov3-vit7b16 data/demo`` with the saved directory as ``backbone.name``,
@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from dvc_run import project_copy, repro, timing_table
-from pipeline.backbone import vit7b16_config
+from pipeline.features.backbone import vit7b16_config
 
 
 def build_model(path: Path, layers: int, hidden: int, heads: int, intermediate: int) -> None:

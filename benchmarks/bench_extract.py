@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import timing
-from pipeline.backbone import backbone_info, load_backbone
-from pipeline.datasets import resolve, validate
-from pipeline.extract import extract_dataset, make_spec
-from pipeline.params import CompressorParams, DatasetSpec
-from pipeline.store import FeatureStore, StoreWriter
-from pipeline.views import View
+from pipeline.core import timing
+from pipeline.features.backbone import backbone_info, load_backbone
+from pipeline.core.datasets import resolve, validate
+from pipeline.features.extract import extract_dataset, make_spec
+from pipeline.core.params import CompressorParams, DatasetSpec
+from pipeline.features.store import FeatureStore, StoreWriter
+from pipeline.features.views import View
 
 CODECS = {
     "none": CompressorParams(name="none"),

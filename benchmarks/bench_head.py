@@ -22,12 +22,12 @@ import time
 import numpy as np
 import torch
 
-from pipeline.backbone import resolve_device
-from pipeline.head import Head, predict_map
-from pipeline.losses import contrastive_loss
-from pipeline.store import FeatureStore
-from pipeline.params import TrainParams
-from pipeline.train import PseudoLabelled, train_head
+from pipeline.features.backbone import resolve_device
+from pipeline.head.model import Head, predict_map
+from pipeline.head.losses import contrastive_loss
+from pipeline.features.store import FeatureStore
+from pipeline.core.params import TrainParams
+from pipeline.head.train import PseudoLabelled, train_head
 
 
 def training(store: FeatureStore, pseudo: str, epochs: int, device: torch.device) -> dict:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from pipeline.intervals import intervals, load_scores, resample_counts
+from pipeline.evaluation.intervals import intervals, load_scores, resample_counts
 
 
 def bootstrap_seconds(arrays: dict, resamples: int) -> float:

@@ -3,7 +3,7 @@ high resolution.
 
     python benchmarks/bench_ncut.py --store STORE_756 [--images 100] [--highres STORE ...]
 
-STORE_756 is a feature store of >= 100 DUTS-TR images (README "Benchmarks" shows how to make it).
+STORE_756 is a feature store of >= 100 DUTS-TR images (docs/benchmarks.md "Benchmarks" shows how to make it).
 Both run on the same images in the same process; figures are ratios of the two. ``gram`` is the floor
 of any NCut on these features: the N x N product f f^T alone.
 Each --highres store is timed with the fast solver only, with peak memory measured in a subprocess.
@@ -21,11 +21,11 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from pipeline.ipo import ipo
-from pipeline.features import l2_normalize
-from pipeline.ncut import bipartition, ncut
-from pipeline.params import NCutParams
-from pipeline.store import FeatureStore
+from pipeline.bipartition.ipo import ipo
+from pipeline.core.arrays import l2_normalize
+from pipeline.bipartition.ncut import bipartition, ncut
+from pipeline.core.params import NCutParams
+from pipeline.features.store import FeatureStore
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

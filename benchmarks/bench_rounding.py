@@ -17,11 +17,11 @@ import json
 import numpy as np
 import torch
 
-import pipeline.ncut as ncut_module
+import pipeline.bipartition.ncut as ncut_module
 from bench_ncut import iou
-from pipeline.params import METHODS, IPOParams, NCutParams
-from pipeline.pseudo import pseudo_masks
-from pipeline.store import FeatureStore
+from pipeline.core.params import METHODS, IPOParams, NCutParams
+from pipeline.bipartition.pseudo import pseudo_masks
+from pipeline.features.store import FeatureStore
 
 
 class Jittered:

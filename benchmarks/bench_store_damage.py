@@ -3,7 +3,7 @@ what each codec alone does with one flipped byte in a shard.
 
     python benchmarks/bench_store_damage.py --store STORE_756 [--images 128]
 
-Copies the first --images images of a real store (e.g. the 300-image 756-px store of README "NCut
+Copies the first --images images of a real store (e.g. the 300-image 756-px store of docs/numerics.md "NCut
 eigensolver") into blosc-zstd and zstd stores of 64-image shards in /tmp, times reading every image
 (best of 3, interleaved; the checked reader also reads each shard file once for its CRC), then flips one
 byte in the middle of shard 0's features file and reads its images with the check switched off.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from pipeline.params import CompressorParams
-from pipeline.store import FeatureStore, StoreSpec, StoreWriter
+from pipeline.core.params import CompressorParams
+from pipeline.features.store import FeatureStore, StoreSpec, StoreWriter
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Inference cost of the inference variants (README "Beyond the paper"), per image, relative to the paper.
+"""Inference cost of the inference variants (docs/results.md "Beyond the paper"), per image, relative to the paper.
 
     python benchmarks/bench_views.py --backbone ../shared/models/dinov2-small-imgfocus \
         --images ../shared/datasets/DUTS-TE/DUTS-TE-Image --n 5 [--base 756] [--extra 1274 448] [--threads 2]
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.backbone import backbone_info
-from pipeline.head import Head, save_head
-from pipeline.views import views
+from pipeline.features.backbone import backbone_info
+from pipeline.head.model import Head, save_head
+from pipeline.features.views import views
 from stages.segment import SegmentWork
 
 

@@ -1,4 +1,4 @@
-"""Real-data result of the README: train on 1000 DUTS-TR images (seed 111), evaluate on 1000 others.
+"""Real-data result of docs/results.md: train on 1000 DUTS-TR images (seed 111), evaluate on 1000 others.
 
     python benchmarks/real_duts.py --duts ../shared/datasets/DUTS-TR \
         --backbone ../shared/models/dinov2-small-imgfocus --resolution 448 --work /tmp/selfment-duts
@@ -6,7 +6,7 @@
 Runs ``dvc repro`` in a copy of this repository whose params.yaml differs from the default only in
 the data (the evaluation set is a folder of symbolic links to 1000 DUTS-TR pairs outside the training
 sample: the first 1000 of the remaining stems in sorted order), the backbone, and the resolution.
-Ends with the results table and the per-stage time table of the README, where the overhead is
+Ends with the results table and the per-stage time table of docs/benchmarks.md, where the overhead is
 everything but the backbone forward.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from dvc_run import ROOT, project_copy, repro, timing_table
-from pipeline import datasets
-from pipeline.params import DatasetSpec
+from pipeline.core import datasets
+from pipeline.core.params import DatasetSpec
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """``selfment compare REV_A REV_B``: paired bootstrap comparison of two revisions or experiments, and
 ``selfment spread``: mean and standard deviation over experiments that differ only in seeds; both read
-through ``dvc.api`` (never by checking out the workspace). README "Intervals and paired comparisons"."""
+through ``dvc.api`` (never by checking out the workspace). docs/experiments.md "Intervals and paired comparisons"."""
 from __future__ import annotations
 
 import io
@@ -9,10 +9,10 @@ import json
 import click
 import pandas as pd
 
-from pipeline.errors import PipelineError
-from pipeline.intervals import Run, compare_runs, load_scores, seed_spread
-from pipeline.report import METHOD_NAMES, scale_digits
-from pipeline.runner import stage
+from pipeline.core.errors import PipelineError
+from pipeline.evaluation.intervals import Run, compare_runs, load_scores, seed_spread
+from pipeline.evaluation.report import METHOD_NAMES, scale_digits
+from pipeline.core.runner import stage
 
 WORKSPACE = "workspace"
 

@@ -5,8 +5,8 @@ import click
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.demo import make_demo
-from pipeline.runner import claim_dir, fingerprint, stage
+from pipeline.core.demo import make_demo
+from pipeline.core.runner import claim_dir, fingerprint, stage
 
 
 @stage("demo-data", reads=("demo.n_images", "demo.seed"))

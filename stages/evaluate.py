@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline import datasets, metrics, timing
-from pipeline.errors import PipelineError
-from pipeline.files import atomic_write, write_json
-from pipeline.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
-from pipeline.params import MAP_METHODS
-from pipeline.runner import STAMP, Resume, Work, chunked, fingerprint, run_units, stage
+from pipeline.core import datasets, metrics, timing
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import atomic_write, write_json
+from pipeline.evaluation.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
+from pipeline.core.params import MAP_METHODS
+from pipeline.core.runner import STAMP, Resume, Work, chunked, fingerprint, run_units, stage
 
 
 @dataclass
 class ScoreWork(Work):
-    """Per-image scores (:func:`pipeline.metrics.image_scores`) of every method's map, image by image:
+    """Per-image scores (:func:`pipeline.core.metrics.image_scores`) of every method's map, image by image:
     ``pairs[i]`` = (ground-truth mask, one map per method)."""
 
     pairs: list[tuple[str, list[str]]]
@@ -86,7 +86,7 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
         atomic_write(pr_dir / f"{m}.csv", lambda f, c=metrics.pr_curve(scores): c.to_csv(f, index=False))
     write_json(metrics_path, result)
     save_scores(scores_path, table["stem"], arrays)
-    with timing.section("bootstrap"):  # its share of the stage: README "Intervals and paired comparisons"
+    with timing.section("bootstrap"):  # its share of the stage: docs/experiments.md "Intervals and paired comparisons"
         counts = resample_counts(len(samples), boot.resamples, boot.seed)
         bounds = {m: intervals(a, counts, boot.level) for m, a in arrays.items()}
     write_json(intervals_path, {"level": boot.level, "resamples": boot.resamples, "seed": boot.seed, **bounds})

@@ -1,6 +1,6 @@
 """Stage export: the final head as a Hugging Face model directory, ``config.json`` + ``model.safetensors`` +
-``README.md`` (a model card), that :class:`~pipeline.segmenter.Segmenter` loads without the pipeline
-(README "Trained model")."""
+``README.md`` (a model card), that :class:`~pipeline.head.segmenter.Segmenter` loads without the pipeline
+(docs/own-images.md "Trained model")."""
 from __future__ import annotations
 
 import shutil
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.backbone import backbone_revision
-from pipeline.head import load_head
-from pipeline.runner import fingerprint, stage
-from pipeline.segmenter import Segmenter
+from pipeline.features.backbone import backbone_revision
+from pipeline.head.model import load_head
+from pipeline.core.runner import fingerprint, stage
+from pipeline.head.segmenter import Segmenter
 
 # the params that decide the model's weights and its inference: hashed into its config
 PROVENANCE = ("data.train", "backbone.name", "backbone.resolution", "backbone.dtype", "ncut", "ipo", "pseudo.method",

@@ -1,20 +1,20 @@
 """Stage extract: one dataset -> sharded Zarr feature store(s) (GPU when present; torchrun for many).
 
 An evaluation set's base view (its first resolution, unmirrored) is its own store; ``--views extra``
-writes every other inference view (README "Beyond the paper") as ``<out>/<view>.zarr``, so adding a
+writes every other inference view (docs/results.md "Beyond the paper") as ``<out>/<view>.zarr``, so adding a
 view never re-extracts the base store nor reruns the baselines that read it."""
 import shutil
 from pathlib import Path
 
 import click
 
-from pipeline import datasets
-from pipeline.backbone import backbone_info, load_backbone
-from pipeline.errors import PipelineError
-from pipeline.extract import extract_dataset, make_spec
-from pipeline.runner import Dist, check_out_dir, claim_dir, stage
-from pipeline.store import check_store_path
-from pipeline.views import View, set_views, view_store
+from pipeline.core import datasets
+from pipeline.features.backbone import backbone_info, load_backbone
+from pipeline.core.errors import PipelineError
+from pipeline.features.extract import extract_dataset, make_spec
+from pipeline.core.runner import Dist, check_out_dir, claim_dir, stage
+from pipeline.features.store import check_store_path
+from pipeline.features.views import View, set_views, view_store
 
 
 def _reads(o: dict) -> list[str]:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.backbone import BackboneError, backbone_info
-from pipeline.errors import PipelineError
-from pipeline.params import load_params
-from pipeline.plan import count_images, known_info, plan_stores, render
+from pipeline.features.backbone import BackboneError, backbone_info
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
+from pipeline.project.plan import count_images, known_info, plan_stores, render
 
 
 @click.command("plan")

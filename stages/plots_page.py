@@ -1,12 +1,12 @@
 """Stage plots_page: the HTML template that ``dvc plots show`` / ``dvc plots diff`` fill (set in .dvc/config),
-with Vega, Vega-Lite and Vega-Embed inline so every chart draws without network (README "Plots")."""
+with Vega, Vega-Lite and Vega-Embed inline so every chart draws without network (docs/experiments.md "Plots")."""
 from pathlib import Path
 
 import click
 
-from pipeline.files import atomic_write
-from pipeline.plots import offline_page
-from pipeline.runner import stage
+from pipeline.core.files import atomic_write
+from pipeline.evaluation.plots import offline_page
+from pipeline.core.runner import stage
 
 
 @stage("plots-page", reads=("plots.vega_lite",))

@@ -6,7 +6,7 @@ recomputes only the groups whose inputs changed: a new head never recomputes NCu
 
 Features come from the set's stores, or with ``predict.cache_features: false`` straight from the images
 through the backbone, every view once per image, in the batches extraction uses (so the maps are
-byte-identical; README "Disk"). ``--masks DIR`` also writes the head's binary 0/255 object masks,
+byte-identical; docs/data.md "Disk"). ``--masks DIR`` also writes the head's binary 0/255 object masks,
 ``DIR/<stem>.png`` (foreground where p > ``predict.threshold``)."""
 from __future__ import annotations
 
@@ -18,21 +18,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pipeline import datasets
-from pipeline.backbone import backbone_info, load_backbone
-from pipeline.coco import annotate, document
-from pipeline.datasets import Sample
-from pipeline.errors import PipelineError
-from pipeline.extract import encode, make_spec
-from pipeline.files import write_json
-from pipeline.head import fuse_views, load_head
-from pipeline.maps import save_mask, save_png
-from pipeline.params import MAP_METHODS, METHODS, BackboneParams, IPOParams, NCutParams
-from pipeline.pseudo import bipartition_maps
-from pipeline.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, finish,
+from pipeline.core import datasets
+from pipeline.features.backbone import backbone_info, load_backbone
+from pipeline.head.coco import annotate, document
+from pipeline.core.datasets import Sample
+from pipeline.core.errors import PipelineError
+from pipeline.features.extract import encode, make_spec
+from pipeline.core.files import write_json
+from pipeline.head.model import fuse_views, load_head
+from pipeline.core.maps import save_mask, save_png
+from pipeline.core.params import MAP_METHODS, METHODS, BackboneParams, IPOParams, NCutParams
+from pipeline.bipartition.pseudo import bipartition_maps
+from pipeline.core.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, finish,
                              finished, run_units, stage)
-from pipeline.store import FeatureStore, StoreError
-from pipeline.views import View, set_views, view_store, views_folder
+from pipeline.features.store import FeatureStore, StoreError
+from pipeline.features.views import View, set_views, view_store, views_folder
 
 GROUPS = {"bipartitions": METHODS, "head": ("head",)}
 
@@ -115,7 +115,7 @@ def _reads(o: dict) -> list[str]:
               help="Also write the head's masks as COCO-style JSON (RLE, one annotation per image) to this file.")
 def predict(p, maps: str, features: Path, name: str | None, head_path: Path | None, out: Path,
             masks: Path | None, coco: Path | None) -> None:
-    """Saliency maps at each image's original size (README "Method: inference"); resumable."""
+    """Saliency maps at each image's original size (docs/method.md "Method: inference"); resumable."""
     groups = list(GROUPS) if maps == "all" else [maps]
     if "head" in groups and (head_path is None or name is None):
         raise PipelineError(f"predict --maps {maps} needs --head and --name")

@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pipeline.datasets import training_set
-from pipeline.errors import PipelineError
-from pipeline.files import atomic_write, write_json
-from pipeline.params import METHODS, IPOParams, NCutParams
-from pipeline.pseudo import convergence, merge, pseudo_masks as masks_of, quality
-from pipeline.runner import Resume, Work, chunked, fingerprint, run_units, stage
-from pipeline.store import FeatureStore
+from pipeline.core.datasets import training_set
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import atomic_write, write_json
+from pipeline.core.params import METHODS, IPOParams, NCutParams
+from pipeline.bipartition.pseudo import convergence, merge, pseudo_masks as masks_of, quality
+from pipeline.core.runner import Resume, Work, chunked, fingerprint, run_units, stage
+from pipeline.features.store import FeatureStore
 
 
 @dataclass

@@ -9,13 +9,13 @@ import click
 import pandas as pd
 from PIL import Image
 
-from pipeline.datasets import eval_samples, load_mask
-from pipeline.files import atomic_write, read_image_table, write_json
-from pipeline.params import MAP_METHODS
-from pipeline.report import (line_figure, mask_image, panel, pick_examples, pr_figure, resolution_figure,
+from pipeline.core.datasets import eval_samples, load_mask
+from pipeline.core.files import atomic_write, read_image_table, write_json
+from pipeline.core.params import MAP_METHODS
+from pipeline.evaluation.report import (line_figure, mask_image, panel, pick_examples, pr_figure, resolution_figure,
                              resolution_table, results_table, to_markdown)
-from pipeline.views import set_views
-from pipeline.runner import stage
+from pipeline.features.views import set_views
+from pipeline.core.runner import stage
 
 PANEL_METHODS = {"ncut": "NCut", "ncut_ipo": "NCut + IPO", "head": "Selfment head"}
 

@@ -1,5 +1,5 @@
 """``selfment segment``: saliency maps (or binary object masks) for your own images, a thin wrapper of
-:class:`~pipeline.segmenter.Segmenter` (features on the fly): a model directory (``--model``, stage export)
+:class:`~pipeline.head.segmenter.Segmenter` (features on the fly): a model directory (``--model``, stage export)
 or a head file with the params' backbone and views (``--head``)."""
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import click
 
-from pipeline.backbone import backbone_info
-from pipeline.coco import annotate, document
-from pipeline.datasets import DatasetError
-from pipeline.errors import PipelineError
-from pipeline.files import write_json
-from pipeline.head import load_head
-from pipeline.maps import save_mask, save_png
-from pipeline.runner import Resume, Work, chunked, claim_dir, file_digest, fingerprint, run_units, stage
-from pipeline.segmenter import Segmenter, load_segmenter
+from pipeline.features.backbone import backbone_info
+from pipeline.head.coco import annotate, document
+from pipeline.core.datasets import DatasetError
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import write_json
+from pipeline.head.model import load_head
+from pipeline.core.maps import save_mask, save_png
+from pipeline.core.runner import Resume, Work, chunked, claim_dir, file_digest, fingerprint, run_units, stage
+from pipeline.head.segmenter import Segmenter, load_segmenter
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Stages train and self-train: cached training features + pseudo-masks -> segmentation head (paper
-Sec. 3.3, 4.1), then ``train.rounds - 1`` self-training rounds on the head's own labels (README "Beyond
+Sec. 3.3, 4.1), then ``train.rounds - 1`` self-training rounds on the head's own labels (docs/results.md "Beyond
 the paper"), a stage of its own so that changing the rounds never retrains round 1."""
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import click
 import numpy as np
 import pandas as pd
 
-from pipeline.backbone import resolve_device
-from pipeline.files import atomic_write
-from pipeline.head import load_head, save_head
-from pipeline.runner import Dist, Resume, file_digest, fingerprint, stage
-from pipeline.store import FeatureStore
-from pipeline.train import PseudoLabelled, self_train, train_head
+from pipeline.features.backbone import resolve_device
+from pipeline.core.files import atomic_write
+from pipeline.head.model import load_head, save_head
+from pipeline.core.runner import Dist, Resume, file_digest, fingerprint, stage
+from pipeline.features.store import FeatureStore
+from pipeline.head.train import PseudoLabelled, self_train, train_head
 
 TRAINING = ("head", "loss", "train.epochs", "train.lr", "train.weight_decay", "train.seed")
 
@@ -34,7 +34,7 @@ def train(p, features: Path, pseudo: Path, out: Path, loss_csv: Path) -> None:
     store = FeatureStore(features)
     images = PseudoLabelled(store, pseudo, p.pseudo.method, keep_gb=p.train.cache_gb)
     d = Dist()
-    # a killed run resumes at its last finished epoch (state beside the output, README "Faults")
+    # a killed run resumes at its last finished epoch (state beside the output, docs/params.md "Faults")
     key = fingerprint(store.attrs["fingerprint"], file_digest(pseudo), p.pseudo.method, p.head, p.loss, p.train.epochs,
                       p.train.lr, p.train.weight_decay, p.train.seed, d.world_size)
     resume = Resume(out, key, owner=d.rank == 0)

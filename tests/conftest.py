@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.configure import merge
+from pipeline.project.configure import merge
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -145,7 +145,7 @@ def perturbed(monkeypatch):
     the proposal phase's float32 products by ``delta`` (1e-6: another CPU's BLAS; 1e-3: TF32 on a
     GPU), the similarities f f^T by ``gram``, the certifying float64 products by 1e-12 (far above any
     float64 BLAS's rounding)."""
-    import pipeline.ncut as module
+    import pipeline.bipartition.ncut as module
 
     gen = torch.Generator().manual_seed(0)
 
@@ -165,7 +165,7 @@ def perturbed(monkeypatch):
 PAUSE_HARNESS = """
 import sys, time
 from pathlib import Path
-import pipeline.runner as runner
+import pipeline.core.runner as runner
 signals, point, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 
 def pause():

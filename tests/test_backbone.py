@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.backbone import (IMAGENET_MEAN, IMAGENET_STD, BackboneError, backbone_info, from_model, load_backbone,
+from pipeline.features.backbone import (IMAGENET_MEAN, IMAGENET_STD, BackboneError, backbone_info, from_model, load_backbone,
                                preprocess)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_shared_dinov2_checkpoint_loads_through_the_same_path(shared_model):
 
 HUB_ID_FROM_CACHE = """
 import sys
-from pipeline.backbone import backbone_revision, load_backbone
+from pipeline.features.backbone import backbone_revision, load_backbone
 print(backbone_revision("someone/tiny-dinov2"), load_backbone("someone/tiny-dinov2", revision=sys.argv[1]).patch_size)
 """
 

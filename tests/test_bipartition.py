@@ -1,8 +1,8 @@
 """Table 4 baselines (CLS, k-means) and all_methods."""
 import numpy as np
 
-from pipeline.bipartition import all_methods, border_share, cls_bipartition, kmeans_bipartition
-from pipeline.params import NCutParams
+from pipeline.bipartition.methods import all_methods, border_share, cls_bipartition, kmeans_bipartition
+from pipeline.core.params import NCutParams
 
 
 def test_kmeans_and_cls_baselines_pick_the_object(planted):

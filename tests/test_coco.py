@@ -3,7 +3,7 @@ hand, and pycocotools' own COCO API reads the document."""
 import numpy as np
 from pycocotools.coco import COCO
 
-from pipeline.coco import annotate, decode, document
+from pipeline.head.coco import annotate, decode, document
 
 
 def test_an_annotation_is_the_thresholded_map_with_hand_computed_area_box_and_score():

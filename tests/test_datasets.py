@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import DatasetError, load_image, load_mask, resolve, sample_subset, training_set, validate
-from pipeline.params import DatasetSpec, TrainData
-from pipeline.presets import PRESETS
+from pipeline.core.datasets import DatasetError, load_image, load_mask, resolve, sample_subset, training_set, validate
+from pipeline.core.params import DatasetSpec, TrainData
+from pipeline.core.presets import PRESETS
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

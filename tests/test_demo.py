@@ -2,7 +2,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.demo import make_demo, make_image
+from pipeline.core.demo import make_demo, make_image
 from stages.demo import demo_data
 
 

@@ -5,7 +5,7 @@ The code check computes a stage's static import closure inside ``pipeline/`` and
 the stage's ``.py`` deps. Remove any one code dep from dvc.yaml and
 ``test_code_deps_are_the_import_closure`` fails naming it (``test_every_dep_line_is_needed`` checks
 that for each line). The params check compares each stage's ``params:`` with the keys its command
-declares, which the command cannot exceed at run time (:class:`pipeline.params.ParamsView`).
+declares, which the command cannot exceed at run time (:class:`pipeline.core.params.ParamsView`).
 """
 import ast
 import importlib
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.runner import declared_reads
+from pipeline.core.runner import declared_reads
 from stages.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_no_stage_param_is_a_runtime_field():
     """Workers, batch sizes, devices and chunk sizes change speed, not results: they must not rerun a stage."""
     from pydantic import BaseModel
 
-    from pipeline.params import Params, is_runtime
+    from pipeline.core.params import Params, is_runtime
 
     def runtime_under(model: BaseModel, path: list[str]) -> list[str]:
         if not path:
@@ -132,4 +132,4 @@ def test_no_stage_param_is_a_runtime_field():
 
 def test_extract_does_not_import_what_only_later_stages_run():
     extract = closure("stages.extract")
-    assert not {"pipeline/features.py", "pipeline/ncut.py", "pipeline/head.py", "pipeline/metrics.py"} & extract
+    assert not {"pipeline/core/arrays.py", "pipeline/bipartition/ncut.py", "pipeline/head/model.py", "pipeline/core/metrics.py"} & extract

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.store import FeatureStore
+from pipeline.features.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -87,8 +87,8 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
 SEGMENT_IN_A_FRESH_PROCESS = """
 import sys
 from pathlib import Path
-from pipeline.maps import save_png
-from pipeline.segmenter import Segmenter
+from pipeline.core.maps import save_png
+from pipeline.head.segmenter import Segmenter
 model = Segmenter.from_pretrained(sys.argv[1])
 images = sorted(Path(sys.argv[2]).iterdir())
 for image, out in zip(images, model.predict(images, batch_size=int(sys.argv[4]))):
@@ -305,7 +305,7 @@ def test_a_loss_change_reruns_the_head_never_the_pseudo_masks_or_the_baselines_m
 
 
 def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
-    features = project / "pipeline/features.py"
+    features = project / "pipeline/core/arrays.py"
     original = features.read_text()
     features.write_text(original + "\n# edited\n")
     try:
@@ -313,7 +313,7 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
         dry = ran(run(["dvc", "repro", "--dry"], project))
     finally:
         features.write_text(original)
-    # the stages that import pipeline/features.py, and not extract; evaluate and report follow when
+    # the stages that import pipeline/core/arrays.py, and not extract; evaluate and report follow when
     # predict's maps change (the ipo.iters test shows that chain), since they do not run this module
     changed = set(json.loads(status[status.index("{"):]))
     assert changed == dry == {"pseudo_masks", "train", "self_train", "export", "predict@demo"}
@@ -457,7 +457,7 @@ def test_numeric_and_unusual_file_names_pass_every_stage_unchanged(tmp_path, tin
     """Sets whose stems are all numbers (pandas would read them as integers) or text that pandas reads
     as a number or a missing value: every stage of dvc.yaml ends, and every per-image output carries the
     stem as the file names it."""
-    from pipeline.files import read_image_table
+    from pipeline.core.files import read_image_table
 
     sets = {"numeric": NUMERIC, "mixed": MIXED}
     for name, stems in sets.items():

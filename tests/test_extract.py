@@ -9,12 +9,12 @@ import torch
 import torch.multiprocessing as mp
 from click.testing import CliRunner
 
-from pipeline.backbone import load_backbone, preprocess
-from pipeline.datasets import load_image, resolve
-from pipeline.extract import extract_dataset, make_spec
-from pipeline.params import CompressorParams, DatasetSpec
-from pipeline.store import FeatureStore, StoreError, StoreWriter
-from pipeline.views import View
+from pipeline.features.backbone import load_backbone, preprocess
+from pipeline.core.datasets import load_image, resolve
+from pipeline.features.extract import extract_dataset, make_spec
+from pipeline.core.params import CompressorParams, DatasetSpec
+from pipeline.features.store import FeatureStore, StoreError, StoreWriter
+from pipeline.features.views import View
 from stages.extract import extract
 
 DS = {"images": "images", "masks": "masks"}
@@ -174,8 +174,8 @@ def test_a_backbone_of_the_papers_width_extracts_in_bfloat16(tmp_path, write_pai
     has the paper's 0.54M parameters."""
     from transformers import DINOv3ViTModel
 
-    from pipeline.backbone import vit7b16_config
-    from pipeline.head import Head
+    from pipeline.features.backbone import vit7b16_config
+    from pipeline.head.model import Head
 
     torch.manual_seed(0)
     DINOv3ViTModel(vit7b16_config(layers=1)).to(torch.bfloat16).eval().save_pretrained(tmp_path / "m")

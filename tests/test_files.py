@@ -1,7 +1,7 @@
-"""Crash-safe writes and per-image tables (pipeline/files.py)."""
+"""Crash-safe writes and per-image tables (pipeline/core/files.py)."""
 import pandas as pd
 
-from pipeline.files import atomic_write, read_image_table
+from pipeline.core.files import atomic_write, read_image_table
 
 STEMS = ["0001", "0010", "223061", "12", "1.5", "a b", "ü", "NA", "nan", "1e5"]
 

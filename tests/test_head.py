@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbone import load_backbone, preprocess
-from pipeline.head import Head, HeadError, fg_prob, fuse_views, load_head, predict_map, save_head
+from pipeline.features.backbone import load_backbone, preprocess
+from pipeline.head.model import Head, HeadError, fg_prob, fuse_views, load_head, predict_map, save_head
 
 torch.set_num_threads(1)
 

@@ -4,11 +4,11 @@ right sign for a planted improvement), bit-identical reruns, and the scores file
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.intervals import (DEFINITIONS, compare_runs, intervals, load_scores, paired, part_rows, per_image_arrays,
+from pipeline.core.errors import PipelineError
+from pipeline.evaluation.intervals import (DEFINITIONS, compare_runs, intervals, load_scores, paired, part_rows, per_image_arrays,
                                 resample_counts,
                                 save_scores, seed_spread, statistic, stored)
-from pipeline.metrics import aggregate, image_scores
+from pipeline.core.metrics import aggregate, image_scores
 
 
 def random_scores(n, seed, cod=False, better=None):

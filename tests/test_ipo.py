@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from pipeline.features import l2_normalize
-from pipeline.ipo import ipo
-from pipeline.params import IPOParams
+from pipeline.core.arrays import l2_normalize
+from pipeline.bipartition.ipo import ipo
+from pipeline.core.params import IPOParams
 
 
 def test_ipo_repairs_a_noisy_ncut_mask(planted):

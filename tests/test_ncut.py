@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.ncut import NCutError, affinity, bipartition, fiedler, ncut
-from pipeline.params import NCutParams
+from pipeline.bipartition.ncut import NCutError, affinity, bipartition, fiedler, ncut
+from pipeline.core.params import NCutParams
 
 SOLVERS = ["dense", "lanczos"]
 
@@ -123,7 +123,7 @@ def test_block_lanczos_equals_the_dense_solver_from_tiny_grids_to_many_block_ste
 
 def test_an_image_the_fast_solver_cannot_certify_is_solved_densely(monkeypatch, planted):
     """No certified answer within the step limit: the dense float64 solver decides, and says so."""
-    import pipeline.ncut as module
+    import pipeline.bipartition.ncut as module
 
     f, _ = planted(noise=0.5)
     dense = ncut(f, NCutParams(solver="dense"))
@@ -136,7 +136,7 @@ def test_an_image_the_fast_solver_cannot_certify_is_solved_densely(monkeypatch, 
 
 
 def test_certification_refuses_a_gap_its_residuals_cannot_place_on_one_side_of_the_tolerance():
-    from pipeline.ncut import VECTOR_TOL, _settled
+    from pipeline.bipartition.ncut import VECTOR_TOL, _settled
 
     tol = 1e-6
     lam = np.array([0.1, 0.1 + 1.5e-6])          # gap 1.5e-6 > tol ...
@@ -155,7 +155,7 @@ def test_products_run_in_full_float32_whatever_the_caller_set_and_the_setting_is
     "highest" even under `torch.set_float32_matmul_precision("medium")`."""
     import torch
 
-    import pipeline.ncut as module
+    import pipeline.bipartition.ncut as module
 
     seen = set()
     for name in ("_gram", "_product32"):
@@ -222,9 +222,9 @@ def duts_756(shared_model, shared_duts):
     patches, the setting of the NCut benchmark) and their dense float64 NCut (~3.5 s an image on 2 cores)."""
     import torch
 
-    from pipeline.backbone import load_backbone, preprocess
-    from pipeline.datasets import load_image, resolve
-    from pipeline.params import DatasetSpec
+    from pipeline.features.backbone import load_backbone, preprocess
+    from pipeline.core.datasets import load_image, resolve
+    from pipeline.core.params import DatasetSpec
 
     samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))[::187][:16]
     backbone = load_backbone(str(shared_model), device="cpu")

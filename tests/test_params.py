@@ -7,9 +7,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.configure import PLOTS_MARKER, available, compose, with_pr_plots
-from pipeline.params import METHODS, ParamsError, ParamsView, load_params, parse_params
-from pipeline.presets import PRESETS
+from pipeline.project.configure import PLOTS_MARKER, available, compose, with_pr_plots
+from pipeline.core.params import METHODS, ParamsError, ParamsView, load_params, parse_params
+from pipeline.core.presets import PRESETS
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_paper_config_is_the_papers_setup():
 
 
 def test_a_set_can_ask_for_the_cod_metrics_or_drop_them():
-    from pipeline.params import EvalSet
+    from pipeline.core.params import EvalSet
 
     assert EvalSet(root="x", images="i").scores_cod is False
     assert EvalSet(root="x", images="i", cod_metrics=True).scores_cod is True

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.backbone import backbone_info
-from pipeline.params import CompressorParams, load_params
-from pipeline.plan import count_images, plan_stores, store_bytes
+from pipeline.features.backbone import backbone_info
+from pipeline.core.params import CompressorParams, load_params
+from pipeline.project.plan import count_images, plan_stores, store_bytes
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

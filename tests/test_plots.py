@@ -1,9 +1,9 @@
 """The offline plots page and the PR-curve plot definitions (the page drawn in Chromium: test_dvc_pipeline)."""
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.params import MAP_METHODS
-from pipeline.plots import offline_page, pr_plots
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import MAP_METHODS
+from pipeline.evaluation.plots import offline_page, pr_plots
 
 
 def test_the_page_carries_vega_inline_and_only_dvcs_plot_placeholder():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.bipartition import all_methods
-from pipeline.params import METHODS, IPOParams, NCutParams
-from pipeline.pseudo import bipartition_maps, convergence, mask_map, merge, pseudo_masks, quality
+from pipeline.bipartition.methods import all_methods
+from pipeline.core.params import METHODS, IPOParams, NCutParams
+from pipeline.bipartition.pseudo import bipartition_maps, convergence, mask_map, merge, pseudo_masks, quality
 
 
 class ToyStore:

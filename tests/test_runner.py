@@ -2,8 +2,8 @@
 user's, and command options that survive torchrun's argument parser."""
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.runner import STAMP, Resume, Unit, Work, check_out_dir, chunked, claim_dir, run_units
+from pipeline.core.errors import PipelineError
+from pipeline.core.runner import STAMP, Resume, Unit, Work, check_out_dir, chunked, claim_dir, run_units
 from stages.cli import main
 
 
@@ -64,7 +64,7 @@ class ThreadPools(Work):
 
 @pytest.mark.slow
 def test_pool_workers_run_one_thread_each_and_a_stage_keeps_blas_at_one(tmp_path):
-    from pipeline.runner import one_blas_thread
+    from pipeline.core.runner import one_blas_thread
 
     assert run_units(ThreadPools(), units(2), Resume(tmp_path / "a", "k"), workers=2) == [(1, {1})] * 2
     one_blas_thread()
@@ -134,7 +134,7 @@ def test_no_stage_option_is_an_abbreviation_of_a_torchrun_option():
 def test_sections_add_up_and_the_process_age_runs_from_its_start():
     import time
 
-    from pipeline import timing
+    from pipeline.core import timing
 
     for _ in range(2):
         with timing.section("nap"):

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pipeline.backbone import load_backbone, preprocess
-from pipeline.errors import PipelineError
-from pipeline.extract import forward_f16
-from pipeline.head import Head, fuse_views
-from pipeline.segmenter import Segmenter, load_segmenter
+from pipeline.features.backbone import load_backbone, preprocess
+from pipeline.core.errors import PipelineError
+from pipeline.features.extract import forward_f16
+from pipeline.head.model import Head, fuse_views
+from pipeline.head.segmenter import Segmenter, load_segmenter
 
 
 @pytest.fixture

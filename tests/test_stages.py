@@ -11,16 +11,16 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.backbone import load_backbone, preprocess
-from pipeline.bipartition import all_methods
-from pipeline.coco import decode
-from pipeline.datasets import DatasetError, load_image, resolve
-from pipeline.extract import extract_dataset, make_spec
-from pipeline.head import fuse_views, load_head, predict_map
-from pipeline.intervals import load_scores
-from pipeline.params import CompressorParams, DatasetSpec, load_params
-from pipeline.store import FeatureStore
-from pipeline.views import View
+from pipeline.features.backbone import load_backbone, preprocess
+from pipeline.bipartition.methods import all_methods
+from pipeline.head.coco import decode
+from pipeline.core.datasets import DatasetError, load_image, resolve
+from pipeline.features.extract import extract_dataset, make_spec
+from pipeline.head.model import fuse_views, load_head, predict_map
+from pipeline.evaluation.intervals import load_scores
+from pipeline.core.params import CompressorParams, DatasetSpec, load_params
+from pipeline.features.store import FeatureStore
+from pipeline.features.views import View
 from stages.cli import main
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def planted_store(setup, planted):
     (on 8 x 8 grids it is spanned in 4 steps and no rounding changes anything): with TF32's rounding, a solver
     that takes float32 answers as they come differs from the dense masks on 2 of these 6 images, and the
     one before float64 certification (float32 products until a residual of 1e-6) never converges."""
-    from pipeline.store import StoreSpec, StoreWriter
+    from pipeline.features.store import StoreSpec, StoreWriter
 
     root, rng = setup, np.random.default_rng(7)
     stems = FeatureStore(root / "train.zarr").stems
@@ -120,7 +120,7 @@ def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_
     """On 36 x 36 grids: proposal products with TF32's relative error (1e-3) give the same masks; where the fast
     solver cannot certify an image it is solved densely, its masks and maps still written, and the count is in
     the metrics and printed."""
-    import pipeline.ncut as ncut
+    import pipeline.bipartition.ncut as ncut
 
     root = setup
 
@@ -400,7 +400,7 @@ def test_segment_takes_photos_as_viewers_show_them_and_reports_the_rest(setup, t
     file and a text file reported in one line each while the others are written."""
     from PIL import ImageOps
 
-    from pipeline.datasets import load_photo
+    from pipeline.core.datasets import load_photo
 
     root = setup
     pseudo(root, "p")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.params import CompressorParams
-from pipeline.store import FeatureStore, StoreError, StoreSpec, StoreWriter, check_store_path, shards_for_rank
+from pipeline.core.params import CompressorParams
+from pipeline.features.store import FeatureStore, StoreError, StoreSpec, StoreWriter, check_store_path, shards_for_rank
 
 
 def spec(n=4, ips=2, grid=(4, 4), dim=32) -> StoreSpec:

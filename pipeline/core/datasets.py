@@ -1,7 +1,7 @@
 """Datasets: a dataset is a sorted list of (stem, image path, optional mask path).
 
-A dataset spec (:class:`~pipeline.params.DatasetSpec`) always has a ``root`` folder and is either a
-preset by name, ``{root: DIR, preset: ECSSD}`` (layouts in :mod:`pipeline.presets`), or a generic pair
+A dataset spec (:class:`~pipeline.core.params.DatasetSpec`) always has a ``root`` folder and is either a
+preset by name, ``{root: DIR, preset: ECSSD}`` (layouts in :mod:`pipeline.core.presets`), or a generic pair
 of folders under the root, ``{root: DIR, images: SUBDIR, masks: SUBDIR}`` (``masks`` may be omitted
 for unlabelled images). Images and masks are paired by file stem.
 Every pair is checked before any work starts (:func:`validate`); a problem raises
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.errors import PipelineError
-from pipeline.params import DatasetSpec, EvalSet, TrainData
-from pipeline.presets import PRESETS
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import DatasetSpec, EvalSet, TrainData
+from pipeline.core.presets import PRESETS
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -122,7 +122,7 @@ def _to_uint8(im: Image.Image) -> Image.Image:
 
 def load_image(path: Path | str) -> np.ndarray:
     """RGB uint8 (H, W, 3) of a dataset image, its stored pixel array as is (the grid its mask is drawn
-    on: no EXIF orientation, README "Datasets"); grayscale, palette, RGBA and 16-bit are converted."""
+    on: no EXIF orientation, docs/data.md "Datasets"); grayscale, palette, RGBA and 16-bit are converted."""
     return rgb_pixels(_open(Path(path)))
 
 

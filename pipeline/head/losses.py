@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.params import LossParams
+from pipeline.core.params import LossParams
 
 
 def _labels(y, like: torch.Tensor) -> torch.Tensor:

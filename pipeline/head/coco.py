@@ -1,4 +1,4 @@
-"""Masks as COCO-style JSON (README "Masks for downstream tools"): one annotation per image, category
+"""Masks as COCO-style JSON (docs/own-images.md "Masks for downstream tools"): one annotation per image, category
 "foreground", the object mask p > threshold run-length encoded by pycocotools (the encoding CutLER- and
 Detectron2-style pipelines read), score = the mean probability inside the mask."""
 from __future__ import annotations

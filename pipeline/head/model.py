@@ -1,4 +1,4 @@
-"""Lightweight patch head (paper Sec. 3.3, Eq. 9) and its inference (README "Method: inference").
+"""Lightweight patch head (paper Sec. 3.3, Eq. 9) and its inference (docs/method.md "Method: inference").
 
 The head sees one patch feature at a time, so it runs on any grid size (any input resolution that
 is a multiple of the patch size). Weights are saved as a safetensors file whose metadata holds the
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import PipelineError
-from pipeline.features import l2_normalize
-from pipeline.files import atomic_write
-from pipeline.maps import upsample
+from pipeline.core.errors import PipelineError
+from pipeline.core.arrays import l2_normalize
+from pipeline.core.files import atomic_write
+from pipeline.core.maps import upsample
 
 HEAD_FORMAT = "selfment-head/1"
 
@@ -38,7 +38,7 @@ def as_tensor(x) -> torch.Tensor:
 class Head(nn.Module):
     """Projection phi_theta (Eq. 9: z = W2 relu(W1 f + b1) + b2) followed by the classifier l = Wc z + bc.
 
-    ``forward`` L2-normalises the raw patch features in float32 first (README "Method: head and losses": the head's input
+    ``forward`` L2-normalises the raw patch features in float32 first (docs/method.md "Method: head and losses": the head's input
     is L2-normalised features), so callers pass features straight from the store (float16 is fine).
     For dim 4096 and the defaults this has 541,186 parameters (the paper's 0.54M).
     """
@@ -65,7 +65,7 @@ class Head(nn.Module):
 
 
 def fg_prob(logits: torch.Tensor) -> torch.Tensor:
-    """Foreground probability p = softmax(l)[..., 1] (README "Method: inference")."""
+    """Foreground probability p = softmax(l)[..., 1] (docs/method.md "Method: inference")."""
     return torch.softmax(logits, dim=-1)[..., 1]
 
 
@@ -103,7 +103,7 @@ def load_head(path, device="cpu") -> Head:
 
 
 def predict_map(head: Head, features_hw_d, size: tuple[int, int], chunk: int = 65536) -> np.ndarray:
-    """Foreground probability map (README "Method: inference").
+    """Foreground probability map (docs/method.md "Method: inference").
 
     p = softmax(head(f))[:, 1] on the h x w patch grid, bilinearly upsampled (align_corners=False) to
     ``size`` = (H, W), clamped to [0, 1]; float32 (H, W). Patches are pushed through the head ``chunk``
@@ -135,7 +135,7 @@ def patch_probs(head: Head, features, chunk: int = 65536) -> torch.Tensor:
 
 
 def fuse_views(head: Head, views, size: tuple[int, int]) -> np.ndarray:
-    """Multi-view inference (README "Beyond the paper"): the mean over ``views`` = [(features (h, w, d),
+    """Multi-view inference (docs/results.md "Beyond the paper"): the mean over ``views`` = [(features (h, w, d),
     mirrored)] of :func:`predict_map` at the image size, each mirrored view's map flipped back first.
     One unmirrored view gives exactly :func:`predict_map` (the paper)."""
     if not views:

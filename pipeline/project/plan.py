@@ -1,6 +1,6 @@
-"""What a run will extract and hold on disk, computed from params alone before any forward (README "Disk").
+"""What a run will extract and hold on disk, computed from params alone before any forward (docs/data.md "Disk").
 
-Store sizes follow the store layout (:mod:`pipeline.store`): float16 features (h*w x d) and CLS token (d)
+Store sizes follow the store layout (:mod:`pipeline.features.store`): float16 features (h*w x d) and CLS token (d)
 per image, compressed by the codec's ratio on real features (:data:`CODEC_RATIO`), plus the shard
 indices and the JSON metadata (the stems are in the root's attributes).
 """
@@ -10,12 +10,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import datasets
-from pipeline.backbone import BackboneInfo
-from pipeline.params import CompressorParams, DatasetSpec, Params
-from pipeline.views import View, set_views
+from pipeline.core import datasets
+from pipeline.features.backbone import BackboneInfo
+from pipeline.core.params import CompressorParams, DatasetSpec, Params
+from pipeline.features.views import View, set_views
 
-# Stored / raw bytes of float16 features per codec, DINOv2 ViT-S/14 at 756 px on DUTS-TR (README
+# Stored / raw bytes of float16 features per codec, DINOv2 ViT-S/14 at 756 px on DUTS-TR (docs/benchmarks.md
 # "Feature extraction"); features of random weights compress better (a ratio is an estimate, not a bound).
 CODEC_RATIO = {"none": 1.0, "blosc-lz4": 0.976, "blosc-zstd": 0.898, "zstd": 0.917}
 # Image counts of the benchmarks' official releases, for a plan made before the data is downloaded.
@@ -69,7 +69,7 @@ def plan_stores(p: Params, info: BackboneInfo, counts: dict[str, tuple[int, int 
         size = store_bytes(n, g, info.hidden_size, p.store.images_per_shard, p.store.compressor,
                            chars if chars is not None else GUESSED_STEM * n)
         if key != "train" and not p.predict.cache_features:
-            size = 0  # predict forwards the images itself (README "Disk")
+            size = 0  # predict forwards the images itself (docs/data.md "Disk")
         out.append(StorePlan(path, n, view, g, info.hidden_size, size, source))
 
     add("data/features/train.zarr", "train", View(p.backbone.resolution))

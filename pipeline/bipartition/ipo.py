@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.features import l2_normalize
-from pipeline.params import IPOParams
+from pipeline.core.arrays import l2_normalize
+from pipeline.core.params import IPOParams
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-# metric key -> column title; F_max conventions (README "Metric conventions") are never merged into one column
+# metric key -> column title; F_max conventions (docs/numerics.md "Metric conventions") are never merged into one column
 SOD_COLUMNS = {"fmax_image": "F_max (B, per-image)", "fmax_dataset": "F_max (A, dataset)", "iou": "IoU",
                "acc": "Acc"}
 COD_COLUMNS = {"sm": "S_m", "wfm": "F_w", "em_mean": "E_mean", "em_max": "E_max", "em_adp": "E_adp", "mae": "MAE",

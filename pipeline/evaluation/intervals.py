@@ -1,8 +1,8 @@
-"""Bootstrap confidence intervals over images (README "Intervals and paired comparisons").
+"""Bootstrap confidence intervals over images (docs/experiments.md "Intervals and paired comparisons").
 
 A metric of an evaluation set is a statistic of its images: a mean of per-image values (F_max B, IoU,
 Acc, S_m, weighted F, MAE, adaptive E / F) or the max / mean over thresholds of a mean per-image curve
-(F_max A, E_xi and F curves; see :mod:`pipeline.metrics`). A bootstrap resample draws n images with
+(F_max A, E_xi and F curves; see :mod:`pipeline.core.metrics`). A bootstrap resample draws n images with
 replacement; with its counts w (n,) every metric is recomputed exactly as defined, from the weighted
 mean ``w @ values / n``, so one (B, n) matrix of counts serves every metric and every method of a set.
 The interval is the percentile interval of the B recomputed values. A paired comparison applies the same
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.files import atomic_write
+from pipeline.core.errors import PipelineError
+from pipeline.core.files import atomic_write
 
 # metric -> (per-image array, reduction over its threshold axis; None for a per-image scalar)
 DEFINITIONS = {
@@ -28,7 +28,7 @@ DEFINITIONS = {
 
 
 def per_image_arrays(scores: list[dict]) -> dict[str, np.ndarray]:
-    """The per-image arrays the metrics are statistics of, from :func:`pipeline.metrics.image_scores`
+    """The per-image arrays the metrics are statistics of, from :func:`pipeline.core.metrics.image_scores`
     results: scalars (n,) and curves (n, k) (COD ones only when every image has them)."""
     out = {"f_a": np.array([s["f_a"] for s in scores]), "fmax_image": np.array([s["f_b"].max() for s in scores]),
            "iou": np.array([s["iou"] for s in scores], dtype=np.float64),

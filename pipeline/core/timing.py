@@ -1,4 +1,4 @@
-"""Where a stage's wall time goes, written as a DVC metrics file (README "Benchmarks: per-stage time").
+"""Where a stage's wall time goes, written as a DVC metrics file (docs/benchmarks.md "Benchmarks: per-stage time").
 
 ``startup_s`` is the time from the process's start to the stage's own code (interpreter, imports,
 params validation); ``wall_s`` runs to the end of the stage; named sections (the backbone forward in

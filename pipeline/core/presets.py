@@ -1,4 +1,4 @@
-"""Folder layouts of the benchmark datasets, by name (README "Datasets").
+"""Folder layouts of the benchmark datasets, by name (docs/data.md "Datasets").
 
 For each dataset the official release layout comes first, then the re-distributions the community
 uses most ("Image/Mask", SINet-V2's "Imgs/GT", "images/masks"); the first layout whose two folders

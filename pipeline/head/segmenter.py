@@ -1,4 +1,4 @@
-"""A trained model that travels (README "Trained model"): the head and everything its inference needs, as a
+"""A trained model that travels (docs/own-images.md "Trained model"): the head and everything its inference needs, as a
 Hugging Face model directory (``config.json`` + ``model.safetensors`` + a model card) saved and loaded by
 ``huggingface_hub``'s :class:`~huggingface_hub.PyTorchModelHubMixin` (``save_pretrained``,
 ``from_pretrained``, ``push_to_hub``).
@@ -7,7 +7,7 @@ The config names the backbone (hub id or directory) and its hub revision when kn
 (resolutions, flip), the mask threshold and the hash of the params the model came from. The backbone's
 weights are not in the directory: it is loaded from its own id on the first :meth:`Segmenter.predict`.
 Features are computed as extraction computes them (float16, batch by batch in order, one
-``preprocess`` per view) and the views fused as in ``predict`` (paper Sec. 3.3 inference, README
+``preprocess`` per view) and the views fused as in ``predict`` (paper Sec. 3.3 inference, docs/method.md
 "Method: inference"), so the maps equal the pipeline's, byte for byte once written as PNG.
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ from huggingface_hub import PyTorchModelHubMixin
 from PIL import Image, ImageOps
 from torch import nn
 
-from pipeline.backbone import Backbone, load_backbone, preprocess
-from pipeline.datasets import load_photo, rgb_pixels
-from pipeline.errors import PipelineError
-from pipeline.extract import forward_f16
-from pipeline.head import Head, fuse_views
-from pipeline.views import views
+from pipeline.features.backbone import Backbone, load_backbone, preprocess
+from pipeline.core.datasets import load_photo, rgb_pixels
+from pipeline.core.errors import PipelineError
+from pipeline.features.extract import forward_f16
+from pipeline.head.model import Head, fuse_views
+from pipeline.features.views import views
 
 CARD = """---
 {{ card_data }}
@@ -43,7 +43,7 @@ pseudo-masks, a lightweight head trained on frozen self-supervised ViT features;
 are p > {{ threshold }}. Params hash: `{{ params_hash }}`.
 
 ```python
-from pipeline.segmenter import Segmenter        # pip install the selfment project
+from pipeline.head.segmenter import Segmenter        # pip install the selfment project
 
 model = Segmenter.from_pretrained("path/to/this/directory")
 [out] = model.predict(["photo.jpg"])            # paths, PIL images or RGB uint8 arrays
@@ -117,7 +117,7 @@ class Segmenter(nn.Module, PyTorchModelHubMixin, library_name="selfment", pipeli
     def maps(self, images: list[tuple[np.ndarray, tuple[int, int]]], batch_size: int = 4,
              device: str = "auto") -> Iterator[np.ndarray]:
         """Probability maps of decoded (pixels, (H, W)) images, in order: per ``batch_size`` images, each view's
-        float16 features in one forward (as extraction batches them), fused at (H, W) (README "Method: inference")."""
+        float16 features in one forward (as extraction batches them), fused at (H, W) (docs/method.md "Method: inference")."""
         backbone = self.backbone(device)
         for s in range(0, len(images), batch_size):
             batch = images[s : s + batch_size]

@@ -1,4 +1,4 @@
-"""Saliency metrics (README "Metric conventions"): a pure per-image function and a mergeable aggregator.
+"""Saliency metrics (docs/numerics.md "Metric conventions"): a pure per-image function and a mergeable aggregator.
 
 ``image_scores`` turns one (prediction, mask) pair into per-image quantities; ``aggregate`` averages a
 list of them into dataset numbers. Images can therefore be scored in any order, in parallel processes
@@ -25,7 +25,7 @@ Conventions (each reported under its own name, never mixed):
   images, then max / mean).
 
 Ground truth: a boolean mask is used as is; any other dtype is foreground where ``gt > 127`` (the
-``>= 128`` of ``pipeline.datasets.load_mask``). PySODMetrics itself binarises raw uint8 masks at
+``>= 128`` of ``pipeline.core.datasets.load_mask``). PySODMetrics itself binarises raw uint8 masks at
 ``> 128``; the library gets our boolean mask as 0/255, so all metrics of one call see the same mask.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 THRESHOLDS = np.arange(256)  # t = k / 255, foreground where pred_u8 > k
 BETA2_A = 0.3                # convention A: beta^2
@@ -48,7 +48,7 @@ class MetricsError(PipelineError):
 def to_uint8(prob: np.ndarray) -> np.ndarray:
     """[0, 1] float map -> uint8 ``round(clip(p, 0, 1) * 255)``; uint8 input passes through.
 
-    The saved PNG maps hold exactly this (``pipeline.maps.save_png``)."""
+    The saved PNG maps hold exactly this (``pipeline.core.maps.save_png``)."""
     prob = np.asarray(prob)
     if prob.dtype == np.uint8:
         return prob

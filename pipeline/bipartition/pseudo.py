@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import metrics
-from pipeline.bipartition import METHODS, all_methods
-from pipeline.datasets import load_mask
-from pipeline.maps import upsample
-from pipeline.params import IPOParams, NCutParams
-from pipeline.store import FeatureStore
+from pipeline.core import metrics
+from pipeline.bipartition.methods import METHODS, all_methods
+from pipeline.core.datasets import load_mask
+from pipeline.core.maps import upsample
+from pipeline.core.params import IPOParams, NCutParams
+from pipeline.features.store import FeatureStore
 
 
 def mask_map(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A {0, 1} patch mask upsampled bilinearly to (H, W) like the head's probabilities, so baselines,
-    pseudo-masks and the head are scored by the same code (README "Choices")."""
+    pseudo-masks and the head are scored by the same code (docs/method.md "Choices")."""
     return upsample(mask.astype(np.float32), size)
 
 

@@ -1,4 +1,4 @@
-"""The page ``dvc plots show`` / ``dvc plots diff`` write (README "Plots"), drawn without network, and the
+"""The page ``dvc plots show`` / ``dvc plots diff`` write (docs/experiments.md "Plots"), drawn without network, and the
 top-level PR-curve plots of dvc.yaml (one chart per evaluation set, one line per method).
 
 DVC fills an HTML template (its ``{plot_divs}`` placeholder) with one ``<div>`` per chart whose inline script
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import PipelineError
-from pipeline.params import MAP_METHODS
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import MAP_METHODS
 
 # DVC's charts are Vega-Lite v5 specs; vegaEmbed is wrapped so every chart renders as SVG (sharp, and its
-# marks are in the page's DOM: README "Plots" tells how the page is checked)
+# marks are in the page's DOM: docs/experiments.md "Plots" tells how the page is checked)
 _SNIPPET = ("window.vega = vega; window.vegaLite = vegaLite; "
             "window.vegaEmbed = (el, spec, opts) => vegaEmbed(el, spec, Object.assign({renderer: 'svg'}, opts));")
 

@@ -20,9 +20,9 @@ import scipy.linalg
 import scipy.ndimage
 import torch
 
-from pipeline.errors import PipelineError
-from pipeline.features import l2_normalize
-from pipeline.params import NCutParams
+from pipeline.core.errors import PipelineError
+from pipeline.core.arrays import l2_normalize
+from pipeline.core.params import NCutParams
 
 MAX_CLUSTER = 8        # largest repeated-eigenvalue cluster resolved exactly (see `fiedler`)
 LEVERAGE_TIE = 1e-4    # relative tolerance of equal leverages in the repeated-eigenvalue rule
@@ -115,7 +115,7 @@ _WORKSPACE: dict[str, torch.Tensor] = {}
 
 def _square(n: int, device: torch.device) -> torch.Tensor:
     """An (n, n) float32 buffer, the last one reused: mapping fresh pages for a new 34 MB matrix costs
-    as much as building it (README "Benchmarks"). One buffer at most is kept, so NCut still holds
+    as much as building it (docs/benchmarks.md "Benchmarks"). One buffer at most is kept, so NCut still holds
     exactly one N x N matrix."""
     buf = _WORKSPACE.get("a")
     if buf is None or buf.shape != (n, n) or buf.device != device:
@@ -267,7 +267,7 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 def fiedler(features: np.ndarray, p: NCutParams = NCutParams(), device: str | torch.device | None = None
             ) -> Fiedler:
-    """x2 of Eq. 3 for (N, d) features (``p.solver``: README "Method: NCut").
+    """x2 of Eq. 3 for (N, d) features (``p.solver``: docs/method.md "Method: NCut").
 
     Repeated lambda_2 (the graph falls apart into >= 3 pieces joined only by eps edges) makes x2 any
     vector of a multi-dimensional eigenspace, so solvers disagree. Rule: take the whole cluster of

@@ -1,4 +1,4 @@
-"""Inference views of an evaluation set (README "Beyond the paper"): the input resolutions the head
+"""Inference views of an evaluation set (docs/results.md "Beyond the paper"): the input resolutions the head
 sees, each optionally also mirrored. The first view is the paper's single one; it is stored in the
 set's own feature store, every other view in a store of its own under ``<set>.views/``."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.params import EvalSet
+from pipeline.core.params import EvalSet
 
 
 class View(NamedTuple):

@@ -1,4 +1,4 @@
-"""Presets: params.yaml composed from small files under configs/ (README "Presets").
+"""Presets: params.yaml composed from small files under configs/ (docs/params.md "Presets").
 
 ``configs/defaults.yaml`` holds the groups that depend on neither backbone nor data; each preset
 (``backbone/dinov3-vit7b16``, ``data/duts-te``, ``scale/paper``, ...) overrides or adds keys. Presets
@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import PipelineError
-from pipeline.params import Params, parse_params
-from pipeline.plots import pr_plots
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params, parse_params
+from pipeline.evaluation.plots import pr_plots
 
 # the line of dvc.yaml after which `configure` writes the top-level plots (to the end of the file)
 PLOTS_MARKER = "# PR curves, one chart per evaluation set: written by `selfment configure` from data.eval\n"
@@ -60,13 +60,13 @@ def compose(configs: Path, presets: list[str], datasets: str | None = None) -> t
 
 
 def render(data: Any, presets: list[str]) -> str:
-    header = f"# Written by: selfment configure {' '.join(presets)} (README \"Presets\"); edit or re-compose.\n"
+    header = f"# Written by: selfment configure {' '.join(presets)} (docs/params.md \"Presets\"); edit or re-compose.\n"
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
 def with_pr_plots(dvc_yaml: str, eval_sets) -> str:
     """``dvc_yaml`` with its top-level ``plots:`` (after :data:`PLOTS_MARKER`) drawing the PR curves of
-    ``eval_sets`` (README "Plots")."""
+    ``eval_sets`` (docs/experiments.md "Plots")."""
     at = dvc_yaml.find(PLOTS_MARKER)
     if at < 0:
         raise PipelineError(f"dvc.yaml has no line {PLOTS_MARKER.strip()!r} to write the PR plots after")

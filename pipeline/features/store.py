@@ -31,8 +31,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pipeline.errors import PipelineError
-from pipeline.params import CompressorParams
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import CompressorParams
 
 FORMAT_VERSION = 2     # 2: per-shard checksums
 DATA_ARRAYS = ("features", "cls", "sizes")
@@ -180,7 +180,7 @@ class StoreWriter:
 
     def pending_shards(self, shards: list[int], verify: bool = True) -> list[int]:
         """Shards not marked done, or whose files are gone or, with ``verify``, damaged (zarr would read
-        zeros or garbage): every done shard is then read once to check it (README "Faults"). Without
+        zeros or garbage): every done shard is then read once to check it (docs/params.md "Faults"). Without
         ``verify`` (shards this run just wrote, with their checksums) only the files' presence is checked."""
         done = self.root["shard_done"][:]
         if not verify:

@@ -1,6 +1,6 @@
 """The typed schema of params.yaml: one frozen pydantic model per group, validated once at stage start.
 
-Defaults are the paper's values (README "Choices the paper leaves open" for the rest), so library code
+Defaults are the paper's values (docs/method.md "Choices the paper leaves open" for the rest), so library code
 and tests can build a group with ``NCutParams()``; a params file must still spell out every key
 (:func:`load_params` reports a missing one), so every number a run uses is in the file DVC tracks.
 Fields marked :data:`RUNTIME` (workers, batch sizes, devices, chunk sizes) change how fast a stage
@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import PipelineError
-from pipeline.presets import COD_PRESETS, PRESETS
+from pipeline.core.errors import PipelineError
+from pipeline.core.presets import COD_PRESETS, PRESETS
 
 RUNTIME = {"runtime": True}
 METHODS = ("cls", "kmeans", "ncut", "ncut_ipo")  # bipartitions of paper Tables 3-4
@@ -117,7 +117,7 @@ class StoreParams(Group):
 
 
 class NCutParams(Group):
-    """Sec. 3.1, Eq. 1-4 (README "Method: NCut")."""
+    """Sec. 3.1, Eq. 1-4 (docs/method.md "Method: NCut")."""
 
     tau: float = Field(0.2, ge=-1, lt=1)
     eps: float = Field(1e-5, gt=0, lt=1)
@@ -127,7 +127,7 @@ class NCutParams(Group):
 
 
 class IPOParams(Group):
-    """Sec. 3.2, Eq. 5-8 (README "Method: IPO")."""
+    """Sec. 3.2, Eq. 5-8 (docs/method.md "Method: IPO")."""
 
     iters: int = Field(20, ge=1)
     min_cluster: int = Field(10, ge=1)
@@ -146,7 +146,7 @@ class HeadParams(Group):
 
 
 class LossParams(Group):
-    """Eq. 13 weights and the paper/code variants of Eq. 10-11 (README "Method: head and losses")."""
+    """Eq. 13 weights and the paper/code variants of Eq. 10-11 (docs/method.md "Method: head and losses")."""
 
     w_bce: float = Field(1.0, ge=0)
     w_dice: float = Field(1.0, ge=0)
@@ -174,7 +174,7 @@ class TrainParams(Group):
 
 
 class PredictParams(Group):
-    """Inference views (README "Beyond the paper"): the head's maps at every resolution, and of the
+    """Inference views (docs/results.md "Beyond the paper"): the head's maps at every resolution, and of the
     mirrored image when ``hflip``, upsampled to the image size and averaged. The first resolution is the
     paper's single one and the one the bipartition baselines run at."""
 
@@ -193,7 +193,7 @@ class PredictParams(Group):
 
 
 class BootstrapParams(Group):
-    """Percentile bootstrap over images (README "Intervals and paired comparisons")."""
+    """Percentile bootstrap over images (docs/experiments.md "Intervals and paired comparisons")."""
     resamples: int = Field(1000, ge=1)
     seed: int = 0
     level: float = Field(0.95, gt=0, lt=1)

@@ -1,7 +1,7 @@
 """Initial bipartitions of paper Table 4 (CLS token, k-means, NCut) and NCut + IPO (Table 3).
 
 The paper does not say how CLS or k-means picks the foreground side; the rules here are documented
-in the README ("Choices the paper leaves open").
+in docs/method.md ("Choices the paper leaves open").
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.cluster.vq
 
-from pipeline.features import l2_normalize
-from pipeline.ipo import IPOResult, ipo
-from pipeline.ncut import Fiedler, ncut
-from pipeline.params import METHODS, IPOParams, NCutParams
+from pipeline.core.arrays import l2_normalize
+from pipeline.bipartition.ipo import IPOResult, ipo
+from pipeline.bipartition.ncut import Fiedler, ncut
+from pipeline.core.params import METHODS, IPOParams, NCutParams
 
 
 def cls_bipartition(features: np.ndarray, cls: np.ndarray) -> np.ndarray:

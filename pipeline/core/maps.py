@@ -1,4 +1,4 @@
-"""Patch-grid maps -> full-size saliency maps (README "Method: inference")."""
+"""Patch-grid maps -> full-size saliency maps (docs/method.md "Method: inference")."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.files import atomic_write
-from pipeline.metrics import to_uint8
+from pipeline.core.files import atomic_write
+from pipeline.core.metrics import to_uint8
 
 
 def upsample(grid: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -27,5 +27,5 @@ def save_mask(prob: np.ndarray, threshold: float, path: Path | str) -> None:
 
 def save_png(prob: np.ndarray, path: Path | str) -> None:
     """Write a saliency map as an 8-bit grayscale PNG (atomically: never a half-written file). zlib level 1:
-    twice as fast as Pillow's default 6 for files ~20% larger (README "Benchmarks")."""
+    twice as fast as Pillow's default 6 for files ~20% larger (docs/benchmarks.md "Benchmarks")."""
     atomic_write(path, lambda f: Image.fromarray(to_uint8(prob), mode="L").save(f, format="PNG", compress_level=1))

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.errors import PipelineError
-from pipeline.head import Head, as_tensor, patch_probs
-from pipeline.losses import total_loss
-from pipeline.params import METHODS, HeadParams, LossParams, TrainParams
-from pipeline.store import FeatureStore
+from pipeline.core.errors import PipelineError
+from pipeline.head.model import Head, as_tensor, patch_probs
+from pipeline.head.losses import total_loss
+from pipeline.core.params import METHODS, HeadParams, LossParams, TrainParams
+from pipeline.features.store import FeatureStore
 
 
 class Labelled:
@@ -63,7 +63,7 @@ class PseudoLabelled(Labelled):
 
 class HeadLabelled(Labelled):
     """A trained head's labels p > ``threshold`` on the store's own features: the training set of a
-    self-training round (README "Beyond the paper"), computed once, here. ``store`` is a
+    self-training round (docs/results.md "Beyond the paper"), computed once, here. ``store`` is a
     :class:`FeatureStore` or anything with ``len``, ``features(i)`` and ``dim``."""
 
     def __init__(self, store: FeatureStore, head: Head, threshold: float, keep_gb: float = 0):

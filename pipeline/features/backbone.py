@@ -3,7 +3,7 @@
 ``load_backbone(name)`` accepts a Hugging Face id (``facebook/dinov3-vit7b16-pretrain-lvd1689m``,
 ``facebook/dinov2-small``) or a local model directory. The model is always in ``eval()`` mode
 (DINOv3's RoPE jitter applies in train mode only and would corrupt features). Preprocessing follows
-README "Method": RGB, square resize to ``resolution`` (bilinear, aspect ratio not kept), ImageNet
+docs/method.md "Method": RGB, square resize to ``resolution`` (bilinear, aspect ratio not kept), ImageNet
 mean/std. The forward returns the final-normed patch tokens as an (h, w, d) grid per image (CLS and
 register tokens dropped) and the CLS token (for the CLS baseline of paper Table 4).
 """
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -2,9 +2,9 @@
 torchrun process groups.
 
 * :func:`stage` makes a click command that validates ``--params`` when it starts and hands the stage
-  a :class:`~pipeline.params.ParamsView` of exactly the keys it declares (its DVC ``params:``); a
-  :class:`~pipeline.errors.PipelineError` anywhere becomes ``error: <one line>`` and exit status 2;
-  ``--timing FILE`` records where the stage's wall time went (:mod:`pipeline.timing`); numpy/scipy's
+  a :class:`~pipeline.core.params.ParamsView` of exactly the keys it declares (its DVC ``params:``); a
+  :class:`~pipeline.core.errors.PipelineError` anywhere becomes ``error: <one line>`` and exit status 2;
+  ``--timing FILE`` records where the stage's wall time went (:mod:`pipeline.core.timing`); numpy/scipy's
   BLAS runs one thread (:func:`one_blas_thread`: torch owns the cores).
 * :func:`claim_dir` creates an output folder or reuses one this project made; it never removes a
   folder it did not create.
@@ -35,10 +35,10 @@ from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from pipeline.errors import PipelineError
-from pipeline import timing
-from pipeline.files import atomic_write, write_json
-from pipeline.params import ParamsView, load_params
+from pipeline.core.errors import PipelineError
+from pipeline.core import timing
+from pipeline.core.files import atomic_write, write_json
+from pipeline.core.params import ParamsView, load_params
 
 STAMP = ".selfment"  # marks a folder this project created; holds the fingerprint of its content
 DONE = ".selfment-done"  # the fingerprint whose results the folder holds in full
@@ -287,7 +287,7 @@ _WORK: Work | None = None
 def one_blas_thread() -> None:
     """numpy/scipy's BLAS at one thread in this process: torch owns the cores. OpenBLAS threads
     busy-wait after each call, so its pool beside torch's (or beside another process's) halves the
-    speed of both; the bipartition stages ran 2.6x slower with two pools (README "Benchmarks")."""
+    speed of both; the bipartition stages ran 2.6x slower with two pools (docs/benchmarks.md "Benchmarks")."""
     threadpool_limits(1, user_api="blas")
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import timing
-from pipeline.backbone import Backbone, BackboneInfo, preprocess
-from pipeline.datasets import Sample, load_image
-from pipeline.params import CompressorParams
-from pipeline.store import StoreSpec, StoreWriter, shards_for_rank
-from pipeline.views import View
+from pipeline.core import timing
+from pipeline.features.backbone import Backbone, BackboneInfo, preprocess
+from pipeline.core.datasets import Sample, load_image
+from pipeline.core.params import CompressorParams
+from pipeline.features.store import StoreSpec, StoreWriter, shards_for_rank
+from pipeline.features.views import View
 
 
 def make_spec(samples: list[Sample], backbone: BackboneInfo, view: View, images_per_shard: int,
@@ -62,7 +62,7 @@ def encode(samples: list[Sample], indices: list[int], backbone: Backbone, view: 
 
 def forward_f16(backbone: Backbone, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """A batch of preprocessed images -> float16 patch features (b, h, w, d) and CLS tokens (b, d) on the
-    host: the arrays the store keeps (the :class:`~pipeline.segmenter.Segmenter` computes them the same way)."""
+    host: the arrays the store keeps (the :class:`~pipeline.head.segmenter.Segmenter` computes them the same way)."""
     patches, cls_tokens = backbone(pixels)
     return patches.float().cpu().numpy().astype(np.float16), cls_tokens.float().cpu().numpy().astype(np.float16)
 

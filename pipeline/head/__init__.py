@@ -1,0 +1,5 @@
+"""Phase 3, the head (stages ``train``, ``self_train``, ``export``, the head's maps of ``predict``, and
+``segment``): the lightweight patch head and its inference (:mod:`.model`, paper Sec. 3.3 Eq. 9), its losses
+(:mod:`.losses`, Eq. 10-13), training and self-training rounds (:mod:`.train`), the trained model as a Hugging
+Face model directory (:mod:`.segmenter`) and object masks as COCO JSON (:mod:`.coco`). Imports the core and
+the features phase."""
