@@ -55,7 +55,9 @@ def report(p, metrics_dir: Path, predictions: Path, pr_dir: Path, ipo_csv: Path,
     intervals = {n: json.loads((metrics_dir / f"{n}.intervals.json").read_text()) for n in sets}
     table = results_table(results)
     _write_table(table, tables / "results", intervals)
-    write_json(summary, {n: {m: v for m, v in r.items() if m != "n_images"} for n, r in results.items()})
+    # the final head first: `dvc exp show` and `dvc metrics diff` list columns in this order
+    write_json(summary, {n: {m: r[m] for m in sorted(r, key=lambda m: m != "head") if m != "n_images"}
+                         for n, r in results.items()})
     write_json(intervals_path, intervals)
 
     def described(spec) -> str:

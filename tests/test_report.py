@@ -34,20 +34,22 @@ def test_cod_columns_appear_only_when_some_set_has_them():
 
 def test_markdown_shows_sod_columns_as_percentages_and_cod_as_fractions():
     md = to_markdown(results_table({"DUTS-TE": {"head": scores(0.8512)}}))
-    row = next(line for line in md.splitlines() if "Selfment head" in line)
+    header, row = md.splitlines()[0], next(line for line in md.splitlines() if "Selfment head" in line)
+    assert [c.strip() for c in header.strip("|").split("|")][:3] == ["dataset", "method", "F_max (B, per-image)"]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:5] == ["85.120"] * 4 and cells[5:] == ["0.851"] * len(COD_COLUMNS)
+    assert cells[:2] == ["DUTS-TE", "Selfment head"]  # set and method in columns of their own, as a paper's table
+    assert cells[2:6] == ["85.1"] * 4 and cells[6:] == ["0.851"] * len(COD_COLUMNS)
 
 
 def test_markdown_shows_each_intervals_bounds_in_the_columns_scale():
     table = results_table({"DUTS-TE": {"head": scores(0.8512), "ncut": {k: 0.5 for k in SOD_COLUMNS}}})
     md = to_markdown(table, {"DUTS-TE": {"head": {"iou": [0.8401, 0.8633], "sm": [0.81, 0.9]}}})
     row = next(line for line in md.splitlines() if "Selfment head" in line)
-    cells = dict(zip(["method", *table.columns], [c.strip() for c in row.strip("|").split("|")]))
-    assert cells["IoU"] == "85.120 [84.0, 86.3]" and cells["S_m"] == "0.851 [0.810, 0.900]"
-    assert cells["Acc"] == "85.120"  # no interval given: the value alone
+    cells = dict(zip(["dataset", "method", *table.columns], [c.strip() for c in row.strip("|").split("|")]))
+    assert cells["IoU"] == "85.1 [84.0, 86.3]" and cells["S_m"] == "0.851 [0.810, 0.900]"  # value and bounds alike
+    assert cells["Acc"] == "85.1"  # no interval given: the value alone
     ncut = next(line for line in md.splitlines() if "NCut" in line)
-    assert ncut.count("50.000") == 4 and "nan" not in ncut  # its COD cells are empty
+    assert ncut.count("50.0") == 4 and "nan" not in ncut  # its COD cells are empty
 
 
 def test_panel_has_uniform_cells_a_header_and_row_labels():

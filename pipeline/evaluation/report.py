@@ -33,8 +33,10 @@ def scale_digits(metric: str) -> tuple[int, int]:
 
 
 def to_markdown(table: pd.DataFrame, intervals: dict[str, dict] | None = None) -> str:
-    """SOD columns as percentages (as the paper's Table 1), COD columns as fractions (Table 2); with
-    ``intervals`` ({dataset: {method: {metric: [low, high]}}}) each value followed by its interval."""
+    """A paper-style table: the index levels (dataset, method, ...) as the first columns, SOD columns as
+    percentages with one decimal (as the paper's Table 1), COD columns as fractions with three (Table 2); with
+    ``intervals`` ({dataset: {method: {metric: [low, high]}}}) each value followed by its interval in the
+    same digits."""
     shown = table.copy().astype(object)
     titles = {**SOD_COLUMNS, **COD_COLUMNS}
     methods = {title: m for m, title in METHOD_NAMES.items()}
@@ -43,12 +45,12 @@ def to_markdown(table: pd.DataFrame, intervals: dict[str, dict] | None = None) -
             if title not in table or pd.isna(row[title]):
                 continue
             scale, digits = scale_digits(key)
-            cell = f"{scale * row[title]:.3f}"
+            cell = f"{scale * row[title]:.{digits}f}"
             low_high = (intervals or {}).get(dataset, {}).get(methods[method], {}).get(key)
             if low_high:
                 cell += f" [{scale * low_high[0]:.{digits}f}, {scale * low_high[1]:.{digits}f}]"
             shown.loc[(dataset, method), title] = cell
-    return shown.fillna("").to_markdown(disable_numparse=True) + "\n"
+    return shown.fillna("").reset_index().to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def resolution_table(results: dict[str, dict], data: dict[str, str], resolutions: dict[str, int]) -> pd.DataFrame:
