@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+@pytest.fixture(autouse=True)
+def _own_blas_threads():
+    """Every test starts with the BLAS thread pools the session started with: a stage run in process sets
+    them to one thread (the runner's rule), which would slow every later test's numpy and scipy."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=None):
+        yield
+
+
 @pytest.fixture(scope="session")
 def write_params():
     """``write_params(path, updates)``: the project's params.yaml deep-merged with ``updates`` (a dataset

@@ -164,11 +164,12 @@ def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     shown = run(["dvc", "exp", "show", "--csv"], project)
     assert "baseline" in shown and "iters1" in shown
     header = shown.splitlines()[0].split(",")
-    metrics = header[header.index("Executor") + 1:]
-    assert metrics[:4] == ["demo.head.fmax_dataset", "demo.head.fmax_image", "demo.head.iou", "demo.head.acc"]
+    metrics = header[header.index("parent") + 1:]  # Experiment, rev, typ, Created, parent, then the metrics
+    assert metrics[:5] == ["demo.head.fmax_dataset", "demo.head.fmax_image", "demo.head.fmax_toolbox", "demo.head.iou",
+                           "demo.head.acc"]
     assert not [c for c in header if "wall_s" in c or "startup_s" in c]  # timings are not metric columns
     brief = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|\.head\."], project)
-    assert brief.splitlines()[0].split(",") == ["Experiment", *metrics[:4]]  # the docs' first command
+    assert brief.splitlines()[0].split(",") == ["Experiment", *metrics[:5]]  # the docs' first command
     diff = run(["dvc", "metrics", "diff", "baseline", "iters1", "--json"], project)
     assert "ncut_ipo" in diff
 
@@ -259,7 +260,7 @@ def test_compare_reads_two_experiments_and_says_where_they_differ(project):
 
     same = run(["selfment", "compare", "baseline", "baseline"], project)
     rows = [line for line in same.splitlines() if line.startswith("| demo")]
-    assert len(rows) == 5 * 4  # methods x SOD metrics
+    assert len(rows) == 5 * 5  # methods x SOD metrics
     assert all("| +0.0 " in r and "[+0.0, +0.0]" in r and not r.rstrip(" |").endswith("*") for r in rows)
     out = run(["selfment", "compare", "baseline", "iters1", "--method", "ncut_ipo", "--metric", "iou"], project)
     [row] = [line for line in out.splitlines() if line.startswith("| demo")]
@@ -273,7 +274,7 @@ def test_compare_reads_two_experiments_and_says_where_they_differ(project):
     every = run(["selfment", "compare", "baseline", "--all", "--method", "head"], project)
     assert "iters1 - baseline" in every and "baseline - baseline" not in every
     half = run(["selfment", "compare", "baseline", "iters1", "--part", "2/2", "--method", "head"], project)
-    assert "of part 2/2 (3 images per set)" in half and half.count("| demo") == 4
+    assert "of part 2/2 (3 images per set)" in half and half.count("| demo") == 5
 
 
 def test_plots_show_and_diff_draw_every_chart_offline(chromium, project):
@@ -329,7 +330,7 @@ def test_editing_a_library_module_marks_exactly_the_stages_that_run_it(project):
 
 
 def test_changing_the_resolution_re_extracts_train_only(project):
-    """backbone.resolution is the training store's alone: DVC sees exactly extract_train changed (what follows
+    """backbone.resolution is the training store's alone: DVC sees extract_train changed (and what follows
     reruns once its store changes, as the ipo.iters test shows), and running it gives the new grid. The stages
     after it are left stale here: the torchrun test below reruns them all."""
     params = project / "params.yaml"
@@ -341,7 +342,8 @@ def test_changing_the_resolution_re_extracts_train_only(project):
         status = run(["dvc", "status", "--json"], project)
     finally:
         params.write_text(original)
-    assert set(json.loads(status[status.index("{"):])) == {"extract_train"}
+    # no other store; export's model card carries the hash of every param its head depends on
+    assert set(json.loads(status[status.index("{"):])) == {"extract_train", "export"}
     out = run(["dvc", "exp", "run", "-S", "backbone.resolution=84", "extract_train"], project)
     assert ran(out) == {"extract_train"}
     assert FeatureStore(project / "data/features/train.zarr").grid == (6, 6)
@@ -409,7 +411,7 @@ def test_spread_groups_experiments_that_differ_only_in_the_seed(project):
     mean, std = 100 * (iou[0] + iou[1]) / 2, 100 * abs(iou[0] - iou[1]) / 2 ** 0.5
     assert row[0] == "(one setup)" and row[4:6] == ["2", f"{mean:.1f} ± {std:.1f}"]
     out = run(["selfment", "spread", "nocache", "nocache-seed", "baseline", "--method", "head"], project)
-    assert "3 runs in 2 setups" in out and out.count("| demo") == 2 * 4
+    assert "3 runs in 2 setups" in out and out.count("| demo") == 2 * 5
 
 
 def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_dir, write_pairs):

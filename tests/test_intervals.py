@@ -66,7 +66,7 @@ def test_intervals_are_bit_identical_run_to_run():
     arrays = stored(per_image_arrays(random_scores(12, 1)))
     one = intervals(arrays, resample_counts(12, 200, 5), 0.95)
     assert one == intervals(arrays, resample_counts(12, 200, 5), 0.95)
-    assert set(one) == {"fmax_dataset", "fmax_image", "iou", "acc"}
+    assert set(one) == {"fmax_dataset", "fmax_image", "fmax_toolbox", "iou", "acc"}
 
 
 def test_identical_runs_differ_by_exactly_zero():
@@ -81,7 +81,7 @@ def test_a_planted_improvement_gives_an_interval_of_the_right_sign():
     a = per_image_arrays(random_scores(40, 3, cod=True))
     b = per_image_arrays(random_scores(40, 3, cod=True, better=better))
     diff = paired(a, b, resample_counts(40, 1000, 0), 0.95)
-    for metric in ("fmax_image", "fmax_dataset", "iou", "acc", "sm"):
+    for metric in ("fmax_image", "fmax_dataset", "fmax_toolbox", "iou", "acc", "sm"):
         assert diff[metric]["excludes_0"] and diff[metric]["low"] > 0, metric
     assert diff["mae"]["excludes_0"] and diff["mae"]["high"] < 0  # lower is better
     # the same change on one image only cannot be told from image sampling

@@ -150,6 +150,29 @@ def test_two_image_worked_example():
     assert curve["f_a"].max() == pytest.approx(agg["fmax_dataset"], abs=1e-15)
 
 
+def test_toolbox_fmax_by_hand_with_an_all_zero_map_and_a_map_at_a_threshold():
+    """Convention T on the two images above plus an all-zero map, by hand (foreground where u8 >= k):
+    image 1 (255 fg; 128, 0, 0 bg): k = 0 P 1/4 R 1; k = 1..128 P 1/2 R 1 (128 >= k: the map equal to the
+    threshold counts); k = 129..255 P = R = 1. Image 2 (100 fg; 200, 0, 0 bg): k = 0 P 1/4 R 1; k = 1..100
+    P 1/2 R 1; k = 101..255 P = R = 0. Means over images 1 and 2 (image 3's map is all zero: left out):
+    k = 0 (1/4, 1) F 13/43; 1..100 (1/2, 1) F 13/23; 101..128 (1/4, 1/2) F 13/46; 129..255 (1/2, 1/2) F 1/2.
+    Max 13/23. Counted with image 3 (P 1/4, R 1 at k = 0, then 0) the max would be 0.377 (k = 1..100)."""
+    p1, g1 = np.array([[255, 0], [128, 0]], np.uint8), np.array([[1, 0], [0, 0]], bool)
+    p2, g2 = np.array([[200, 100], [0, 0]], np.uint8), np.array([[0, 1], [0, 0]], bool)
+    p3, g3 = np.zeros((2, 2), np.uint8), np.array([[0, 0], [1, 0]], bool)
+    s1, s2, s3 = image_scores(p1, g1), image_scores(p2, g2), image_scores(p3, g3)
+    assert s1["precision_ge"][128] == 0.5 and s1["precision"][128] == 1.0  # >= k against > k at the map's value
+    assert s1["precision_ge"][0] == 0.25 and s1["recall_ge"][0] == 1.0
+    assert (s1["nonzero"], s2["nonzero"], s3["nonzero"]) == (True, True, False)
+    assert aggregate([s1, s2, s3])["fmax_toolbox"] == pytest.approx(13 / 23, abs=1e-12)
+    assert aggregate([s1, s2])["fmax_toolbox"] == pytest.approx(13 / 23, abs=1e-12)
+    assert aggregate([s1])["fmax_toolbox"] == pytest.approx(1.0, abs=1e-12)
+    assert aggregate([s3])["fmax_toolbox"] == 0.0  # no map to average: 0, not 0/0
+    s3_counted = dict(s3, nonzero=True)  # the check can fail: the all-zero map counted
+    assert aggregate([s1, s2, s3_counted])["fmax_toolbox"] == pytest.approx(
+        max(1.3 * (1 / 3) * (2 / 3) / (0.3 / 3 + 2 / 3), 1.3 * 0.25 / (0.3 * 0.25 + 1)), abs=1e-12)
+
+
 def test_empty_gt_and_empty_prediction():
     pred = np.zeros((5, 7), np.uint8)
     gt = np.zeros((5, 7), bool)

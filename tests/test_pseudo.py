@@ -54,7 +54,7 @@ def test_quality_scores_the_upsampled_masks_against_ground_truth(store, tmp_path
         Image.fromarray(np.kron(mask, np.ones((2, 3))).astype(np.uint8) * 255).save(path)  # 24 x 36
         gt.append(path)
     q = quality(pseudo_masks(store, [0, 1, 2], NCutParams(), IPOParams(), 0, gt)["scores"])
-    assert set(q) == set(METHODS) and set(q["ncut"]) == {"fmax_dataset", "fmax_image", "iou", "acc"}
+    assert set(q) == set(METHODS) and set(q["ncut"]) == {"fmax_dataset", "fmax_image", "fmax_toolbox", "iou", "acc"}
     # the exact mask, upsampled bilinearly, is scored against its nearest-neighbour upsampling
     assert q["ncut_ipo"]["iou"] > 0.8 and q["ncut_ipo"]["acc"] > 0.95
     assert quality({"ncut": []}) == {}

@@ -38,7 +38,7 @@ def test_markdown_shows_sod_columns_as_percentages_and_cod_as_fractions():
     assert [c.strip() for c in header.strip("|").split("|")][:3] == ["dataset", "method", "F_max (B, per-image)"]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:2] == ["DUTS-TE", "Selfment head"]  # set and method in columns of their own, as a paper's table
-    assert cells[2:6] == ["85.1"] * 4 and cells[6:] == ["0.851"] * len(COD_COLUMNS)
+    assert cells[2:7] == ["85.1"] * 5 and cells[7:] == ["0.851"] * len(COD_COLUMNS)
 
 
 def test_markdown_shows_each_intervals_bounds_in_the_columns_scale():
@@ -49,7 +49,7 @@ def test_markdown_shows_each_intervals_bounds_in_the_columns_scale():
     assert cells["IoU"] == "85.1 [84.0, 86.3]" and cells["S_m"] == "0.851 [0.810, 0.900]"  # value and bounds alike
     assert cells["Acc"] == "85.1"  # no interval given: the value alone
     ncut = next(line for line in md.splitlines() if "NCut" in line)
-    assert ncut.count("50.0") == 4 and "nan" not in ncut  # its COD cells are empty
+    assert ncut.count("50.0") == 5 and "nan" not in ncut  # its COD cells are empty
 
 
 def test_panel_has_uniform_cells_a_header_and_row_labels():

@@ -89,7 +89,7 @@ def test_pseudo_masks_equals_the_library_and_an_interrupted_run_resumes(setup, m
                 np.testing.assert_array_equal(z[m][i], ref.masks[m])
     report = yaml.safe_load((root / "m.json").read_text())
     assert set(report) >= {*METHODS[:-1], "n_images"}
-    assert set(report["ncut_ipo"]) == {"fmax_dataset", "fmax_image", "iou", "acc"}
+    assert set(report["ncut_ipo"]) == {"fmax_dataset", "fmax_image", "fmax_toolbox", "iou", "acc"}
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup,
     stems, arrays = load_scores(root / "e.scores.npz")
     assert stems == [f"im{i:02d}" for i in range(6)]
     assert arrays["head"]["iou"].mean() == pytest.approx(result["head"]["iou"], abs=1e-12)
-    assert set(result["head"]) == {"fmax_image", "fmax_dataset", "iou", "acc"}  # a SOD set: paper Table 1's metrics
+    assert set(result["head"]) == {"fmax_image", "fmax_dataset", "fmax_toolbox", "iou", "acc"}  # a SOD set: paper Table 1's metrics
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["data"]["eval"]["ds"]["cod_metrics"] = True
     (root / "cod.yaml").write_text(yaml.safe_dump(p))

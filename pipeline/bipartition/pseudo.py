@@ -57,7 +57,7 @@ def merge(parts: list[dict]) -> dict:
 
 def quality(scores: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     """Per method: F_max in both conventions (named apart), IoU, Acc of the upsampled pseudo-masks."""
-    keep = ("fmax_dataset", "fmax_image", "iou", "acc")
+    keep = ("fmax_dataset", "fmax_image", "fmax_toolbox", "iou", "acc")
     return {m: {k: v for k, v in metrics.aggregate(s).items() if k in keep} for m, s in scores.items() if s}
 
 

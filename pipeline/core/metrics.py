@@ -15,6 +15,11 @@ Conventions (each reported under its own name, never mixed):
   is 0 (as the reference codes' ``+ eps`` denominators and PySODMetrics' safe division give). Hence a
   threshold with no predicted pixel has P = 0 and F = 0, and an image with an empty mask has R = 0 and
   F = 0 at every threshold (it can only lower F_max, whatever the prediction).
+* Convention T (the MATLAB saliency toolbox of the supervised SOD papers: DSS, Amulet, PiCANet and their
+  contemporaries), ``fmax_toolbox``: foreground where ``pred_u8 >= k`` (k = 0..255), precision and recall
+  averaged over the images whose map is not all zero (an all-zero map is left out of both means), then
+  F(t) = 1.3 mP(t) mR(t) / (0.3 mP(t) + mR(t)) from the two means, max over t. The toolbox's ground truth
+  is foreground at >= 0.1 of its range; for the binary masks of the benchmarks that is the mask used here.
 * IoU and Acc: prediction binarised at 0.5 (``pred_u8 > 127``, i.e. ``round(255 p) >= 128``, p >= 0.5
   up to the uint8 rounding), IoU = |P & G| / |P | G| with an empty union defined as 1.0, Acc = mean(P == G);
   both averaged over images.
@@ -38,6 +43,7 @@ from pipeline.core.errors import PipelineError
 THRESHOLDS = np.arange(256)  # t = k / 255, foreground where pred_u8 > k
 BETA2_A = 0.3                # convention A: beta^2
 BETA2_B = 0.3 ** 2           # convention B: the code's beta = 0.3 enters squared -> 0.09
+BETA2_T = 0.3                # convention T (toolbox): beta^2, on the mean precision and recall
 COD_KEYS = ("sm", "wfm", "mae", "em_adp", "em_curve", "fm_adp", "fm_curve")
 
 
@@ -107,7 +113,8 @@ def image_scores(pred: np.ndarray, gt: np.ndarray, *, cod: bool = False) -> dict
 
     pred: uint8 0..255 or float in [0, 1] (rounded by ``to_uint8``); gt: bool, or gray values (> 127).
     Returns 'precision', 'recall', 'f_a' (beta^2 0.3), 'f_b' (effective beta^2 0.09) as (256,) float64
-    curves over ``THRESHOLDS`` (pred_u8 > k), 'iou' and 'acc' at 0.5 (empty union -> IoU 1.0), and with
+    curves over ``THRESHOLDS`` (pred_u8 > k), the toolbox's 'precision_ge', 'recall_ge' (pred_u8 >= k) and
+    'nonzero' (the map has a pixel above 0), 'iou' and 'acc' at 0.5 (empty union -> IoU 1.0), and with
     ``cod`` the PySODMetrics results 'sm', 'wfm', 'mae', 'em_adp', 'em_curve', 'fm_adp', 'fm_curve'.
     """
     u = to_uint8(pred)
@@ -124,6 +131,9 @@ def image_scores(pred: np.ndarray, gt: np.ndarray, *, cod: bool = False) -> dict
     precision = _safe_div(tp, tp + fp)
     recall = _safe_div(tp, np.full(256, n_fg))
 
+    # The toolbox's >= k: #(value >= k) = #(value > k - 1), all pixels at k = 0.
+    tp_ge, fp_ge = np.concatenate([[n_fg], tp[:-1]]), np.concatenate([[n_bg], fp[:-1]])
+
     # Binary at 0.5 = threshold index 127.
     tp5, fp5 = int(tp[127]), int(fp[127])
     fn5 = n_fg - tp5
@@ -133,6 +143,9 @@ def image_scores(pred: np.ndarray, gt: np.ndarray, *, cod: bool = False) -> dict
         "recall": recall,
         "f_a": f_measure(precision, recall, BETA2_A),
         "f_b": f_measure(precision, recall, BETA2_B),
+        "precision_ge": _safe_div(tp_ge, tp_ge + fp_ge),
+        "recall_ge": _safe_div(tp_ge, np.full(256, n_fg)),
+        "nonzero": bool(u.max() > 0),
         "iou": 1.0 if union == 0 else tp5 / union,
         "acc": (u.size - fp5 - fn5) / u.size,
     }
@@ -145,10 +158,20 @@ def _stack(scores: list[dict], key: str) -> np.ndarray:
     return np.array([s[key] for s in scores], dtype=np.float64)
 
 
+def toolbox_fmax(precision_ge: np.ndarray, recall_ge: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Convention T for each row of ``weights`` (B, n): images weighted by how often they are drawn, an
+    all-zero map already given weight 0; precision and recall (n, 256) averaged first, F from the means,
+    max over the thresholds. 0 where no image has a non-zero map."""
+    total = weights.sum(axis=1, keepdims=True)
+    mp, mr = _safe_div(weights @ precision_ge, total), _safe_div(weights @ recall_ge, total)
+    return f_measure(mp, mr, BETA2_T).max(axis=1)
+
+
 def aggregate(scores: list[dict]) -> dict[str, float]:
     """Dataset metrics from per-image ``image_scores`` (any order, any split into parts).
 
-    'fmax_dataset' (convention A), 'fmax_image' (convention B), 'iou', 'acc'; when every image has its
+    'fmax_dataset' (convention A), 'fmax_image' (convention B), 'fmax_toolbox' (convention T), 'iou',
+    'acc'; when every image has its
     COD results also 'sm', 'wfm', 'mae', 'em_adp', 'em_mean', 'em_max', 'fm_adp', 'fm_mean', 'fm_max'
     (PySODMetrics: mean of the per-image values / curves, then max or mean over the curve).
     """
@@ -161,6 +184,8 @@ def aggregate(scores: list[dict]) -> dict[str, float]:
     out = {
         "fmax_dataset": float(_stack(scores, "f_a").mean(axis=0).max()),
         "fmax_image": float(_stack(scores, "f_b").max(axis=1).mean()),
+        "fmax_toolbox": float(toolbox_fmax(_stack(scores, "precision_ge"), _stack(scores, "recall_ge"),
+                                           _stack(scores, "nonzero")[None])[0]),
         "iou": float(_stack(scores, "iou").mean()),
         "acc": float(_stack(scores, "acc").mean()),
     }

@@ -17,10 +17,13 @@ import numpy as np
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write
+from pipeline.core.metrics import toolbox_fmax
 
-# metric -> (per-image array, reduction over its threshold axis; None for a per-image scalar)
+# metric -> (per-image array, reduction over its threshold axis; None for a per-image scalar; "toolbox": the
+# toolbox F_max of the weighted mean precision and recall curves over the images with a non-zero map)
 DEFINITIONS = {
-    "fmax_dataset": ("f_a", "max"), "fmax_image": ("fmax_image", None), "iou": ("iou", None), "acc": ("acc", None),
+    "fmax_dataset": ("f_a", "max"), "fmax_image": ("fmax_image", None), "fmax_toolbox": ("precision_ge", "toolbox"),
+    "iou": ("iou", None), "acc": ("acc", None),
     "sm": ("sm", None), "wfm": ("wfm", None), "mae": ("mae", None), "em_adp": ("em_adp", None),
     "em_mean": ("em_curve", "mean"), "em_max": ("em_curve", "max"), "fm_adp": ("fm_adp", None),
     "fm_mean": ("fm_curve", "mean"), "fm_max": ("fm_curve", "max"),
@@ -31,6 +34,10 @@ def per_image_arrays(scores: list[dict]) -> dict[str, np.ndarray]:
     """The per-image arrays the metrics are statistics of, from :func:`pipeline.core.metrics.image_scores`
     results: scalars (n,) and curves (n, k) (COD ones only when every image has them)."""
     out = {"f_a": np.array([s["f_a"] for s in scores]), "fmax_image": np.array([s["f_b"].max() for s in scores]),
+           # the toolbox's curves, zero rows for all-zero maps (left out of its means: weight 0)
+           "precision_ge": np.array([s["precision_ge"] * s["nonzero"] for s in scores]),
+           "recall_ge": np.array([s["recall_ge"] * s["nonzero"] for s in scores]),
+           "nonzero": np.array([s["nonzero"] for s in scores], dtype=np.float64),
            "iou": np.array([s["iou"] for s in scores], dtype=np.float64),
            "acc": np.array([s["acc"] for s in scores], dtype=np.float64)}
     if scores and all("sm" in s for s in scores):
@@ -73,6 +80,8 @@ def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
 def statistic(arrays: dict[str, np.ndarray], metric: str, counts: np.ndarray) -> np.ndarray:
     """The metric recomputed for each row of ``counts`` (B, n) -> (B,)."""
     key, reduce = DEFINITIONS[metric]
+    if reduce == "toolbox":
+        return toolbox_fmax(arrays["precision_ge"], arrays["recall_ge"], counts * arrays["nonzero"])
     values = arrays[key]
     mean = counts @ values.reshape(len(values), -1) / counts.shape[1]   # (B, 1) or (B, k)
     return mean[:, 0] if reduce is None else getattr(mean, reduce)(axis=1)

@@ -9,8 +9,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 # metric key -> column title; F_max conventions (docs/numerics.md "Metric conventions") are never merged into one column
-SOD_COLUMNS = {"fmax_image": "F_max (B, per-image)", "fmax_dataset": "F_max (A, dataset)", "iou": "IoU",
-               "acc": "Acc"}
+SOD_COLUMNS = {"fmax_image": "F_max (B, per-image)", "fmax_dataset": "F_max (A, dataset)",
+               "fmax_toolbox": "F_max (T, toolbox)", "iou": "IoU", "acc": "Acc"}
 COD_COLUMNS = {"sm": "S_m", "wfm": "F_w", "em_mean": "E_mean", "em_max": "E_max", "em_adp": "E_adp", "mae": "MAE",
                "fm_max": "maxFm (C)"}
 METHOD_NAMES = {"cls": "CLS token", "kmeans": "k-means", "ncut": "NCut", "ncut_ipo": "NCut + IPO",
