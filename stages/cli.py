@@ -21,6 +21,7 @@ COMMANDS = {
     "plan": "stages.plan:plan",
     "plots-page": "stages.plots_page:plots_page",
     "export": "stages.export:export",
+    "import-head": "stages.import_head:import_head",
     "compare": "stages.compare:compare",
     "spread": "stages.compare:spread",
 }

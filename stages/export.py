@@ -16,7 +16,7 @@ from pipeline.core.runner import fingerprint, stage
 from pipeline.head.segmenter import Segmenter
 
 # the params that decide the model's weights and its inference: hashed into its config
-PROVENANCE = ("data.train", "backbone.name", "backbone.resolution", "backbone.dtype", "ncut", "ipo", "pseudo.method",
+PROVENANCE = ("data.train", "backbone.name", "backbone.resolution", "backbone.dtype", "backbone.features", "ncut", "ipo", "pseudo.method",
               "pseudo.kmeans_seed", "head", "loss", "train.epochs", "train.lr", "train.weight_decay", "train.seed",
               "train.rounds", "train.round_threshold", "predict.resolutions", "predict.hflip", "predict.threshold")
 FILES = ("config.json", "model.safetensors", "README.md")
@@ -31,7 +31,7 @@ def export(p, head_path: Path, out: Path) -> None:
     """Save the head with its backbone, revision, views, threshold and params hash (save_pretrained)."""
     b, pr = p.backbone, p.predict
     model = Segmenter.from_head(load_head(head_path), backbone=b.name, backbone_revision=backbone_revision(b.name),
-                                dtype=b.dtype, resolutions=list(pr.resolutions), hflip=pr.hflip,
+                                dtype=b.dtype, features=b.features, resolutions=list(pr.resolutions), hflip=pr.hflip,
                                 threshold=pr.threshold,
                                 params_hash=fingerprint({k: reduce(getattr, k.split("."), p) for k in PROVENANCE}))
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ def _reads(o: dict) -> list[str]:
     split = ["data.train", "backbone.resolution"] if o["split"] == "train" else [
         f"data.eval.{o['name']}", "predict.resolutions", "predict.cache_features",
         *(["predict.hflip"] if o["views"] == "extra" else [])]
-    return [*split, "backbone.name", "backbone.dtype", "store"]
+    return [*split, "backbone.name", "backbone.dtype", "backbone.features", "store"]
 
 
 def _no_stores(out: Path, folder: bool) -> None:
@@ -75,7 +75,7 @@ def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
     datasets.validate(samples, min_side=info.patch_size)
     if views == "extra" and split == "eval":
         claim_dir(out)
-    backbone = load_backbone(b.name, b.dtype, b.device) if stores else None
+    backbone = load_backbone(b.name, b.dtype, b.device, features=b.features) if stores else None
     d = Dist()
     try:
         for path, view in stores.items():

@@ -51,7 +51,8 @@ class PredictWork(Work):
         self.head = load_head(self.head_path) if self.head_path else None
         if self.images:
             b = self.images[2]
-            self.backbone, self.loaders = load_backbone(b.name, b.dtype, b.device), ThreadPoolExecutor(b.workers)
+            self.backbone = load_backbone(b.name, b.dtype, b.device, features=b.features)
+            self.loaders = ThreadPoolExecutor(b.workers)
         else:
             self.views = [(FeatureStore(path), mirrored) for path, mirrored in self.stores]
             self.sizes = self.views[0][0].sizes()
@@ -97,7 +98,8 @@ def _reads(o: dict) -> list[str]:
     if o["name"] is None:
         return bip
     return [*bip, f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip", "predict.cache_features",
-            "backbone.name", "backbone.dtype", "store", *(["predict.threshold"] if o["masks"] or o["coco"] else [])]
+            "backbone.name", "backbone.dtype", "backbone.features", "store",
+            *(["predict.threshold"] if o["masks"] or o["coco"] else [])]
 
 
 @stage("predict", reads=_reads)
@@ -135,7 +137,7 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         prints, n = [s.attrs["fingerprint"] for s in stores], len(stores[0])
     else:  # the fingerprints the stores would have: a switch of predict.cache_features keeps finished maps
         samples, b = datasets.eval_samples(spec), p.backbone
-        info = backbone_info(b.name)
+        info = backbone_info(b.name, b.features)
         datasets.validate(samples, min_side=info.patch_size)
         prints = [make_spec(samples, info, v, p.store.images_per_shard, p.store.compressor, b.dtype).fingerprint()
                   for v in views]

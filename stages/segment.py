@@ -57,7 +57,7 @@ class SegmentWork(Work):
 
 
 def _reads(o: dict) -> tuple[str, ...]:
-    return () if o["model"] else ("backbone.name", "backbone.dtype", "predict.resolutions", "predict.hflip",
+    return () if o["model"] else ("backbone.name", "backbone.dtype", "backbone.features", "predict.resolutions", "predict.hflip",
                                   "predict.threshold")
 
 
@@ -86,7 +86,8 @@ def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | N
         source = file_digest(model / "model.safetensors")
     else:
         pr = p.predict
-        config = {"backbone": p.backbone.name, "dtype": p.backbone.dtype, "resolutions": list(pr.resolutions),
+        config = {"backbone": p.backbone.name, "dtype": p.backbone.dtype, "features": p.backbone.features,
+                  "resolutions": list(pr.resolutions),
                   "hflip": pr.hflip, "threshold": pr.threshold, **overrides}
         seg, source = Segmenter.from_head(load_head(head_path), **config), file_digest(head_path)
     twice = [s for s, n in Counter(i.stem for i in images).items() if n > 1]
@@ -99,7 +100,7 @@ def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | N
     work = SegmentWork(str(model) if model else None, str(head_path) if head_path else None, config, p.backbone.device,
                        p.backbone.batch_size, [str(i) for i in images], str(out), binary)
     units = chunked(range(len(images)), p.backbone.batch_size)  # a unit: one forward per view
-    resume = Resume(out, fingerprint(source, seg.backbone_name, seg.dtype, seg.views, seg.threshold, binary,
+    resume = Resume(out, fingerprint(source, seg.backbone_name, seg.dtype, seg.features, seg.views, seg.threshold, binary,
                                      [str(i) for i in images], [u.uid for u in units]))
     results = [r for unit in run_units(work, units, resume, desc="segment") for r in unit]
     resume.close()

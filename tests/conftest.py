@@ -64,6 +64,16 @@ class TinyViTs:
         return Dinov2Model(Dinov2Config(mlp_ratio=2, **kw)).eval()
 
     @staticmethod
+    def dino():
+        """DINO v1 (transformers' ViTModel, patch 16, CLS only), as facebook/dino-vits16 but tiny."""
+        from transformers import ViTConfig, ViTModel
+
+        torch.manual_seed(0)
+        cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        patch_size=16, image_size=224)
+        return ViTModel(cfg, add_pooling_layer=False).eval()
+
+    @staticmethod
     def dinov3():
         from transformers import DINOv3ViTConfig, DINOv3ViTModel
 

@@ -126,3 +126,77 @@ def test_a_cached_hub_id_loads_offline_and_reports_its_revision(tmp_path, tiny_m
     r = subprocess.run([sys.executable, "-c", HUB_ID_FROM_CACHE, commit], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == [commit, "14"]
+
+
+def last_block_keys(model, x: torch.Tensor) -> torch.Tensor:
+    """The last block's key projection of its normed input, computed here from the hidden states (not through
+    the backbone's hook): the block's first norm (``layernorm_before`` in ViT, ``norm1`` in DINOv2/v3), then
+    its attention's key projection."""
+    kw = {"interpolate_pos_encoding": True} if model.config.model_type == "vit" else {}
+    hidden = model(pixel_values=x, output_hidden_states=True, **kw).hidden_states[-2]  # the last block's input
+    blocks = next(b for path in ("layers", "encoder.layer", "model.layer", "layer")
+                  if (b := _attr(model, path)) is not None)
+    block = blocks[-1]
+    norm = getattr(block, "layernorm_before", None) or block.norm1
+    return block.attention.k_proj(norm(hidden))
+
+
+def _attr(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+@pytest.mark.parametrize("kind", ["dino", "dinov2", "dinov3"])
+def test_keys_are_the_last_blocks_key_projection_and_tokens_stay_the_models_output(tiny_vits, kind):
+    model = getattr(tiny_vits, kind)()
+    b, k = from_model(model, "tiny", device="cpu"), from_model(model, "tiny", device="cpu", features="keys")
+    g = 6
+    x = torch.randn(2, 3, g * b.patch_size, g * b.patch_size)  # not 224: DINO v1's position embeddings interpolated
+    tokens, cls = b(x)
+    keys, cls_k = k(x)
+    with torch.no_grad():
+        kw = {"interpolate_pos_encoding": True} if kind == "dino" else {}
+        out = model(pixel_values=x, **kw).last_hidden_state
+        ref_keys = last_block_keys(model, x)
+    p = b.num_prefix_tokens
+    torch.testing.assert_close(tokens, out[:, p:].reshape(2, g, g, 32), rtol=0, atol=0)
+    torch.testing.assert_close(keys, ref_keys[:, p:].reshape(2, g, g, 32), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(keys, tokens)  # the check can fail: keys are not the output tokens
+    torch.testing.assert_close(cls_k, cls)  # the CLS token (CLS baseline) is the output's either way
+
+
+def test_dino_v1_extracts_at_a_non_224_resolution_with_tokens_and_with_keys(tmp_path, tiny_vits, write_pairs,
+                                                                            write_params):
+    """A saved tiny DINO v1 through the extract stage at 96 px (6 x 6 patches of 16): one store of tokens, one of
+    keys, each equal to the model's own (keys computed independently), with different fingerprints."""
+    from click.testing import CliRunner
+
+    from pipeline.core.datasets import load_image, resolve
+    from pipeline.core.params import DatasetSpec
+    from pipeline.features.store import FeatureStore
+    from stages.cli import main
+
+    model = tiny_vits.dino()
+    model.save_pretrained(tmp_path / "dino")
+    assert backbone_info(str(tmp_path / "dino")).num_prefix_tokens == 1
+    spec = {"root": str(write_pairs(tmp_path / "ds", n=3, size=(70, 50))), "images": "images", "masks": "masks"}
+    stores = {}
+    for features in ("tokens", "keys"):
+        params = write_params(tmp_path / f"{features}.yaml", {
+            "data": {"train": {"dataset": spec}}, "store": {"compressor": {"name": "none"}},
+            "backbone": {"name": str(tmp_path / "dino"), "resolution": 96, "device": "cpu", "features": features}})
+        r = CliRunner().invoke(main, ["extract", "--params", str(params), "--split", "train", "--out",
+                                      str(tmp_path / f"{features}.zarr")])
+        assert r.exit_code == 0, r.output
+        stores[features] = FeatureStore(tmp_path / f"{features}.zarr")
+        assert stores[features].grid == (6, 6) and stores[features].attrs["features"] == features
+    assert stores["tokens"].attrs["fingerprint"] != stores["keys"].attrs["fingerprint"]
+    image = load_image(resolve(DatasetSpec(**spec))[1].image)
+    x = torch.from_numpy(preprocess(image, 96))[None]
+    with torch.no_grad():
+        tokens = model(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state[0, 1:]
+        keys = last_block_keys(model, x)[0, 1:]
+    for name, ref in (("tokens", tokens), ("keys", keys)):  # stored as float16
+        np.testing.assert_allclose(stores[name].features(1).astype(np.float32), ref.numpy().reshape(6, 6, 32),
+                                   rtol=1e-2, atol=1e-2)

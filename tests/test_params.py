@@ -66,7 +66,8 @@ def test_configure_writes_params_and_refuses_unknown_presets(tmp_path):
     assert (tmp_path / "params.yaml").read_text() == before
     r = CliRunner().invoke(main, ["configure", "backbone/dinov4", "--configs", str(CONFIGS),
                                   "--out", str(tmp_path / "q.yaml")])
-    assert r.exit_code == 2 and "backbone/dinov4.yaml: no such preset (known: backbone/dinov2-small" in r.output
+    assert r.exit_code == 2 and "backbone/dinov4.yaml: no such preset (known: backbone/dino-vitb16, " in r.output
+    assert "backbone/dinov2-small, " in r.output
     assert not (tmp_path / "q.yaml").exists()
 
 

@@ -27,7 +27,7 @@ def test_save_and_load_keep_the_config_and_only_the_heads_weights(model, tmp_pat
     config = json.loads((tmp_path / "m/config.json").read_text())
     assert config == {"backbone": model.backbone_name, "backbone_revision": None, "dim": 32, "hidden": 16, "embed": 8,
                       "n_classes": 2, "dtype": "float32", "resolutions": [56, 84], "hflip": True, "threshold": 0.4,
-                      "params_hash": "abc"}
+                      "params_hash": "abc", "features": "tokens", "source": None}
     weights = load_file(tmp_path / "m/model.safetensors")
     assert set(weights) == {f"head.{k}" for k in model.head.state_dict()}  # no backbone weights travel
     card = (tmp_path / "m/README.md").read_text()

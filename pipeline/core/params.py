@@ -94,6 +94,7 @@ class BackboneParams(Group):
     name: str = "facebook/dinov3-vit7b16-pretrain-lvd1689m"
     resolution: int = Field(768, gt=0)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    features: Literal["tokens", "keys"] = "tokens"   # the last layer's tokens (paper) or its attention keys
     batch_size: int = _runtime(4, ge=1)
     workers: int = _runtime(4, ge=1)
     device: str = _runtime("auto", pattern=DEVICE_PATTERN)

@@ -1,11 +1,15 @@
-"""Frozen ViT backbones (DINOv3, DINOv2 with or without registers) through transformers.
+"""Frozen ViT backbones (DINOv3, DINOv2 with or without registers, DINO v1) through transformers.
 
 ``load_backbone(name)`` accepts a Hugging Face id (``facebook/dinov3-vit7b16-pretrain-lvd1689m``,
-``facebook/dinov2-small``) or a local model directory. The model is always in ``eval()`` mode
+``facebook/dinov2-small``, ``facebook/dino-vits16``) or a local model directory. DINO v1 is transformers'
+``ViTModel`` (TokenCut's, FOUND's and SelfMask's backbone): its position embeddings are interpolated to any
+resolution that is a multiple of its patch. The model is always in ``eval()`` mode
 (DINOv3's RoPE jitter applies in train mode only and would corrupt features). Preprocessing follows
 docs/method.md "Method": RGB, square resize to ``resolution`` (bilinear, aspect ratio not kept), ImageNet
 mean/std. The forward returns the final-normed patch tokens as an (h, w, d) grid per image (CLS and
-register tokens dropped) and the CLS token (for the CLS baseline of paper Table 4).
+register tokens dropped) and the CLS token (for the CLS baseline of paper Table 4). With ``features="keys"``
+the grid holds instead the last block's attention keys (its key projection's output, all heads side by side,
+as TokenCut and FOUND build their graph from): one hook on that projection, same shapes.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from pipeline.core.errors import PipelineError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-SUPPORTED_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers")
+SUPPORTED_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers", "vit")
+FEATURES = ("tokens", "keys")  # backbone.features: the last layer's output tokens (the paper's) or its keys
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -98,14 +103,17 @@ class BackboneInfo:
     patch_size: int
     num_prefix_tokens: int  # CLS + registers
     hidden_size: int
+    features: str = "tokens"  # FEATURES: what the patch grid holds
 
     @classmethod
-    def from_config(cls, cfg, name: str) -> "BackboneInfo":
+    def from_config(cls, cfg, name: str, features: str = "tokens") -> "BackboneInfo":
         if cfg.model_type not in SUPPORTED_MODEL_TYPES:
             raise BackboneError(f"backbone.name {name!r}: model type {cfg.model_type!r} is not one of "
                                 f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        if features not in FEATURES:
+            raise BackboneError(f"backbone.features {features!r}: not one of {', '.join(FEATURES)}")
         registers = getattr(cfg, "num_register_tokens", 0) or 0
-        return cls(name, int(cfg.patch_size), 1 + registers, int(cfg.hidden_size))
+        return cls(name, int(cfg.patch_size), 1 + registers, int(cfg.hidden_size), features)
 
     def grid(self, resolution: int) -> int:
         """Patches per side at ``resolution``; the resolution must be a multiple of the patch size."""
@@ -117,12 +125,21 @@ class BackboneInfo:
         return resolution // self.patch_size
 
 
-def backbone_info(name: str) -> BackboneInfo:
+def backbone_info(name: str, features: str = "tokens") -> BackboneInfo:
     """Patch size, prefix tokens and width from the model's config only: cheap checks (resolution, image
     sizes) run on it before the weights are loaded."""
     from transformers import AutoConfig
 
-    return BackboneInfo.from_config(_from_pretrained(AutoConfig, name), name)
+    return BackboneInfo.from_config(_from_pretrained(AutoConfig, name), name, features)
+
+
+def last_key_projection(model: torch.nn.Module) -> torch.nn.Module:
+    """The attention key projection of the model's last block (``key`` in ViT and DINOv2, ``k_proj`` in
+    DINOv3): the last such module in the model's order."""
+    keys = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in ("key", "k_proj")]
+    if not keys:
+        raise BackboneError(f"{type(model).__name__}: no attention key projection (key / k_proj) found")
+    return keys[-1]
 
 
 @dataclass
@@ -139,26 +156,39 @@ class Backbone(BackboneInfo):
         b, _, s, _ = pixel_values.shape
         g = self.grid(s)
         pixel_values = pixel_values.to(self.device, self.dtype)
-        tokens = self.model(pixel_values=pixel_values).last_hidden_state
-        patches = tokens[:, self.num_prefix_tokens :].reshape(b, g, g, self.hidden_size)
+        kw = {"interpolate_pos_encoding": True} if self.model.config.model_type == "vit" else {}  # DINO v1
+        keys = []
+        hook = (last_key_projection(self.model).register_forward_hook(lambda m, i, out: keys.append(out))
+                if self.features == "keys" else None)
+        try:
+            tokens = self.model(pixel_values=pixel_values, **kw).last_hidden_state
+        finally:
+            if hook is not None:
+                hook.remove()
+        grid = keys[0] if keys else tokens
+        patches = grid[:, self.num_prefix_tokens :].reshape(b, g, g, self.hidden_size)
         return patches, tokens[:, 0]
 
 
-def from_model(model: torch.nn.Module, name: str, device: str = "auto") -> Backbone:
+def from_model(model: torch.nn.Module, name: str, device: str = "auto", features: str = "tokens") -> Backbone:
     """Wrap an already-built transformers ViT (tests build tiny random ones in code)."""
-    info = BackboneInfo.from_config(model.config, name)
+    info = BackboneInfo.from_config(model.config, name, features)
     dev = resolve_device(device)
     model = model.to(dev).eval().requires_grad_(False)
     return Backbone(**vars(info), model=model, device=dev, dtype=next(model.parameters()).dtype)
 
 
-def load_backbone(name: str, dtype: str = "float32", device: str = "auto", revision: str | None = None) -> Backbone:
-    """Load a frozen DINOv3/DINOv2 by Hugging Face id or local directory (``dtype`` as in backbone.dtype);
-    ``revision``: a hub commit (ignored for a local directory)."""
-    from transformers import AutoModel
+def load_backbone(name: str, dtype: str = "float32", device: str = "auto", revision: str | None = None,
+                  features: str = "tokens") -> Backbone:
+    """Load a frozen DINOv3/DINOv2/DINO v1 by Hugging Face id or local directory (``dtype`` as in backbone.dtype,
+    ``features`` as backbone.features); ``revision``: a hub commit (ignored for a local directory)."""
+    from transformers import AutoConfig, AutoModel
 
     pinned = {"revision": revision} if revision and not Path(name).is_dir() else {}
-    return from_model(_from_pretrained(AutoModel, name, dtype=DTYPES[dtype], **pinned), name, device)
+    cfg = _from_pretrained(AutoConfig, name, **pinned)
+    BackboneInfo.from_config(cfg, name, features)  # an unsupported model type fails before any weight is read
+    extra = {"add_pooling_layer": False} if cfg.model_type == "vit" else {}  # DINO v1: no pooler weights
+    return from_model(_from_pretrained(AutoModel, name, dtype=DTYPES[dtype], **pinned, **extra), name, device, features)
 
 
 def backbone_revision(name: str) -> str | None:

@@ -27,7 +27,8 @@ def make_spec(samples: list[Sample], backbone: BackboneInfo, view: View, images_
               compressor: CompressorParams, model_dtype: str) -> StoreSpec:
     g = backbone.grid(view.resolution)
     return StoreSpec(tuple(s.stem for s in samples), (g, g), backbone.hidden_size, backbone.name,
-                     view.resolution, backbone.patch_size, model_dtype, images_per_shard, compressor, view.hflip)
+                     view.resolution, backbone.patch_size, model_dtype, images_per_shard, compressor, view.hflip,
+                     backbone.features)
 
 
 def _load(sample: Sample, view: View) -> tuple[np.ndarray, tuple[int, int]]:

@@ -74,6 +74,7 @@ class StoreSpec:
     images_per_shard: int
     compressor: CompressorParams
     hflip: bool = False   # features of the mirrored images (an inference view)
+    features: str = "tokens"  # backbone.features: the last layer's tokens or its attention keys
 
     @property
     def n_shards(self) -> int:
@@ -86,7 +87,8 @@ class StoreSpec:
         blob = json.dumps(
             [FORMAT_VERSION, self.stems, self.grid, self.dim, self.backbone, self.resolution,
              self.patch_size, self.model_dtype, self.images_per_shard, self.compressor.model_dump(),
-             *(["hflip"] if self.hflip else [])],  # unmirrored stores keep the fingerprint they always had
+             *(["hflip"] if self.hflip else []),  # unmirrored stores keep the fingerprint they always had
+             *(["keys"] if self.features == "keys" else [])],  # and so do stores of tokens
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -169,6 +171,7 @@ class StoreWriter:
             "backbone": s.backbone,
             "resolution": s.resolution,
             "hflip": s.hflip,
+            "features": s.features,
             "patch_size": s.patch_size,
             "model_dtype": s.model_dtype,
             "feature_dtype": "float16",

@@ -1,5 +1,6 @@
 """Phase 3, the head (stages ``train``, ``self_train``, ``export``, the head's maps of ``predict``, and
 ``segment``): the lightweight patch head and its inference (:mod:`.model`, paper Sec. 3.3 Eq. 9), its losses
 (:mod:`.losses`, Eq. 10-13), training and self-training rounds (:mod:`.train`), the trained model as a Hugging
-Face model directory (:mod:`.segmenter`) and object masks as COCO JSON (:mod:`.coco`). Imports the core and
+Face model directory (:mod:`.segmenter`), the authors' released head read as this project's
+(:mod:`.release`) and object masks as COCO JSON (:mod:`.coco`). Imports the core and
 the features phase."""

@@ -40,7 +40,7 @@ CARD = """---
 Foreground (salient-object) segmentation with the Selfment head (NCut + Iterative Patch Optimization
 pseudo-masks, a lightweight head trained on frozen self-supervised ViT features; no human labels) on
 `{{ backbone }}` patch features, at {{ resolutions }} px{{ " with mirrored views" if hflip else "" }}; masks
-are p > {{ threshold }}. Params hash: `{{ params_hash }}`.
+are p > {{ threshold }}. {% if source %}Weights imported from the authors' release: `{{ source }}`.{% else %}Params hash: `{{ params_hash }}`.{% endif %}
 
 ```python
 from pipeline.head.segmenter import Segmenter        # pip install the selfment project
@@ -66,13 +66,14 @@ class Segmenter(nn.Module, PyTorchModelHubMixin, library_name="selfment", pipeli
     """The head (Eq. 9) with its backbone's name, inference views, threshold and provenance."""
 
     def __init__(self, backbone: str, dim: int, hidden: int = 128, embed: int = 128, n_classes: int = 2,
-                 backbone_revision: str | None = None, dtype: str = "float32", resolutions: tuple[int, ...] = (756,),
-                 hflip: bool = False, threshold: float = 0.5, params_hash: str | None = None):
+                 backbone_revision: str | None = None, dtype: str = "float32", features: str = "tokens",
+                 resolutions: tuple[int, ...] = (756,),
+                 hflip: bool = False, threshold: float = 0.5, params_hash: str | None = None, source: str | None = None):
         super().__init__()
         self.head = Head(dim, hidden, embed, n_classes)
-        self.backbone_name, self.backbone_revision, self.dtype = backbone, backbone_revision, dtype
+        self.backbone_name, self.backbone_revision, self.dtype, self.features = backbone, backbone_revision, dtype, features
         self.views = views(list(resolutions), hflip)
-        self.threshold, self.params_hash = threshold, params_hash
+        self.threshold, self.params_hash, self.source = threshold, params_hash, source
         self._backbone: Backbone | None = None  # loaded on first use, never part of the state dict
 
     @classmethod
@@ -91,12 +92,13 @@ class Segmenter(nn.Module, PyTorchModelHubMixin, library_name="selfment", pipeli
     def card_kwargs(self) -> dict:
         return {"backbone": self.backbone_name, "resolutions": ", ".join(str(v.resolution) for v in self.views
                                                                          if not v.hflip),
-                "hflip": any(v.hflip for v in self.views), "threshold": self.threshold, "params_hash": self.params_hash}
+                "hflip": any(v.hflip for v in self.views), "threshold": self.threshold, "params_hash": self.params_hash,
+                "source": self.source}
 
     def backbone(self, device: str = "auto") -> Backbone:
         """The frozen backbone (loaded once, on ``device``); the head is moved beside it."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.backbone_name, self.dtype, device, self.backbone_revision)
+            self._backbone = load_backbone(self.backbone_name, self.dtype, device, self.backbone_revision, self.features)
             self.head.to(self._backbone.device)
         return self._backbone
 
