@@ -73,26 +73,42 @@ def table(rows: list[dict], a: str, b: str, level: float) -> str:
 @click.option("--metric", "metric_keys", multiple=True, help="Only these metrics (e.g. fmax_image, iou).")
 @click.option("--part", help="K/N: only the K-th of N consecutive parts of each set's images in sorted stem "
               "order (1/2: the first half), e.g. to confirm on one half a choice made on the other.")
+@click.option("--pair", help="A:B: method A of REV_A against method B of REV_B (REV_B: REV_A when omitted), e.g. "
+              "release:head, the authors' released head against this project's on the same images.")
 def compare(p, rev_a: str, rev_b: str | None, every: bool, methods: tuple[str, ...],
-            metric_keys: tuple[str, ...], part: str | None) -> None:
+            metric_keys: tuple[str, ...], part: str | None, pair: str | None) -> None:
     """B - A for every evaluation set, method and metric of two runs (REV_A, REV_B: git revisions,
     experiment names or `workspace`), with a paired bootstrap interval over the same images; `*` marks
     an interval that excludes 0."""
+    if pair and not every and rev_b is None:
+        rev_b = rev_a
     if every == (rev_b is not None):
         raise PipelineError("compare needs REV_B or --all (every experiment against REV_A), not both")
+    if pair and (pair.count(":") != 1 or not all(pair.split(":"))):
+        raise PipelineError(f"--pair {pair!r}: expected A:B, two method names, e.g. release:head")
     boot = p.evaluate.bootstrap
     try:
         k_of_n = tuple(int(x) for x in part.split("/")) if part else None
     except ValueError:
         raise PipelineError(f"--part {part!r}: expected K/N, e.g. 1/2") from None
-    base = read_run(rev_a)
+    method_a, method_b = pair.split(":") if pair else (None, None)
+    base = _as(read_run(rev_a), method_a, pair) if pair else read_run(rev_a)
     for other in ([e for e in experiments() if e != rev_a] if every else [rev_b]):
-        rows = _shown(compare_runs(base, read_run(other), boot.resamples, boot.seed, boot.level, k_of_n),
-                      methods, metric_keys)
+        run_b = _as(read_run(other), method_b, pair) if pair else read_run(other)
+        rows = _shown(compare_runs(base, run_b, boot.resamples, boot.seed, boot.level, k_of_n),
+                      (pair,) if pair else methods, metric_keys)
         click.echo(f"\n{other} - {rev_a} ({boot.resamples} paired resamples of the images"
                    + (f" of part {part} ({rows[0]['images']} images per set)" if part and rows else "")
                    + f", seed {boot.seed})\n")
         click.echo(table(rows, rev_a, other, boot.level))
+
+
+def _as(run: Run, method: str, name: str) -> Run:
+    """The sets of ``run`` that have ``method``, with its arrays under ``name`` only (so that two methods pair)."""
+    out = {s: (stems, {name: arrays[method]}) for s, (stems, arrays) in run.items() if method in arrays}
+    if not out:
+        raise PipelineError(f"no evaluation set has maps of the method {method!r}")
+    return out
 
 
 def _flat(params: dict, prefix: str = "") -> dict[str, str]:

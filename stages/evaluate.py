@@ -13,7 +13,7 @@ from pipeline.core import datasets, metrics, timing
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write, write_json
 from pipeline.evaluation.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
-from pipeline.core.params import MAP_METHODS
+from pipeline.core.params import map_methods
 from pipeline.core.runner import STAMP, Resume, Work, chunked, fingerprint, run_units, stage
 
 
@@ -41,7 +41,7 @@ class ScoreWork(Work):
         return out
 
 
-@stage("evaluate", reads=("data.eval.{name}", "evaluate.bootstrap"))
+@stage("evaluate", reads=("data.eval.{name}", "evaluate.bootstrap", "predict.release_head"))
 @click.option("--name", required=True, help="Evaluation set (a key of data.eval).")
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), required=True, help="Metrics JSON.")
@@ -61,15 +61,16 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
     samples = [s for s in datasets.eval_samples(spec) if s.mask is not None]
     if not samples:
         raise PipelineError(f"evaluation set {name!r} has no ground-truth masks to evaluate against")
+    methods = map_methods(p.predict.release_head)
     pairs = []
     for s in samples:
-        paths = [predictions / m / f"{s.stem}.png" for m in MAP_METHODS]
+        paths = [predictions / m / f"{s.stem}.png" for m in methods]
         missing = [str(q) for q in paths if not q.exists()]
         if missing:
             raise PipelineError(f"{missing[0]}: prediction missing (run the predict stage)")
         pairs.append((str(s.mask), [str(q) for q in paths]))
     made_with = [(predictions / m / STAMP).read_text() if (predictions / m / STAMP).is_file() else None
-                 for m in MAP_METHODS]
+                 for m in methods]
     work = ScoreWork(pairs, spec.scores_cod)
     units = chunked(range(len(pairs)), p.evaluate.chunk_size)
     resume = Resume(metrics_path, fingerprint(made_with, pairs, work.cod, units))
@@ -78,7 +79,7 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
     result, table = {"n_images": len(samples)}, {"stem": [s.stem for s in samples]}
     boot = p.evaluate.bootstrap
     arrays = {}
-    for k, m in enumerate(MAP_METHODS):
+    for k, m in enumerate(methods):
         scores = [s[k] for s in scored]
         arrays[m] = stored(per_image_arrays(scores))
         table[f"{m}_iou"], table[f"{m}_fmax_image"] = arrays[m]["iou"], arrays[m]["fmax_image"]
@@ -92,4 +93,4 @@ def evaluate(p, name: str, predictions: Path, metrics_path: Path, pr_dir: Path, 
     write_json(intervals_path, {"level": boot.level, "resamples": boot.resamples, "seed": boot.seed, **bounds})
     atomic_write(per_image, lambda f: pd.DataFrame(table).to_csv(f, index=False, float_format="%.6f"))
     resume.close()
-    click.echo(f"{name}: " + ", ".join(f"{m} F_max(B) {result[m]['fmax_image']:.3f}" for m in MAP_METHODS))
+    click.echo(f"{name}: " + ", ".join(f"{m} F_max(B) {result[m]['fmax_image']:.3f}" for m in methods))

@@ -1,7 +1,8 @@
 """Stage predict: an evaluation set -> full-size uint8 PNG saliency maps at each image's original size,
 ``<out>/<method>/<stem>.png``, of the bipartition baselines (CLS, k-means, NCut, NCut + IPO, on the base
-view) and of the trained head (fused over the set's inference views). ``--maps`` picks both (the DVC
-stage) or one group. Each group's folders are stamped with its inputs and marked finished, so a rerun
+view) and of the trained head (fused over the set's inference views), and of the authors' released head
+(``predict.release_head``; the same views) when one is named. ``--maps`` picks every group (the DVC stage)
+or one. Each group's folders are stamped with its inputs and marked finished, so a rerun
 recomputes only the groups whose inputs changed: a new head never recomputes NCut.
 
 Features come from the set's stores, or with ``predict.cache_features: false`` straight from the images
@@ -26,15 +27,17 @@ from pipeline.core.errors import PipelineError
 from pipeline.features.extract import encode, make_spec
 from pipeline.core.files import write_json
 from pipeline.head.model import fuse_views, load_head
+from pipeline.head.release import read_release
 from pipeline.core.maps import save_mask, save_png
-from pipeline.core.params import MAP_METHODS, METHODS, BackboneParams, IPOParams, NCutParams
+from pipeline.core.params import MAP_METHODS, METHODS, RELEASE, BackboneParams, IPOParams, NCutParams
 from pipeline.bipartition.pseudo import bipartition_maps
 from pipeline.core.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, finish,
                              finished, run_units, stage)
 from pipeline.features.store import FeatureStore, StoreError
 from pipeline.features.views import View, set_views, view_store, views_folder
 
-GROUPS = {"bipartitions": METHODS, "head": ("head",)}
+GROUPS = {"bipartitions": METHODS, "head": ("head",), RELEASE: (RELEASE,)}
+NO_RELEASE = "no release head"  # the key of an empty release folder (predict.release_head unset)
 
 
 @dataclass
@@ -46,9 +49,11 @@ class PredictWork(Work):
     images: tuple[list[Sample], list[View], BackboneParams] | None = None  # no feature cache: from the images
     masks: tuple[str, float] | None = None          # binary masks (head): folder, foreground p > threshold
     coco: float | None = None                       # COCO annotations of the head's masks p > this threshold
+    release_path: str | None = None                 # the released head's maps (None: none)
 
     def open(self) -> None:
         self.head = load_head(self.head_path) if self.head_path else None
+        self.release = read_release(self.release_path)[0] if self.release_path else None
         if self.images:
             b = self.images[2]
             self.backbone = load_backbone(b.name, b.dtype, b.device, features=b.features)
@@ -83,6 +88,8 @@ class PredictWork(Work):
                 fallbacks += fallback
             if self.head:
                 maps["head"] = fuse_views(self.head, views, size)
+            if self.release:
+                maps[RELEASE] = fuse_views(self.release, views, size)
             for m, prob in maps.items():
                 save_png(prob, Path(self.out) / m / f"{stem}.png")
             if self.masks:
@@ -94,17 +101,18 @@ class PredictWork(Work):
 
 
 def _reads(o: dict) -> list[str]:
-    bip = ["ncut", "ipo", "pseudo.kmeans_seed"] if o["maps"] != "head" else []
+    bip = ["ncut", "ipo", "pseudo.kmeans_seed"] if o["maps"] not in ("head", RELEASE) else []
     if o["name"] is None:
         return bip
-    return [*bip, f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip", "predict.cache_features",
+    release = ["predict.release_head", "predict.release_sha256"] if o["maps"] != "bipartitions" else []
+    return [*bip, *release, f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip", "predict.cache_features",
             "backbone.name", "backbone.dtype", "backbone.features", "store",
             *(["predict.threshold"] if o["masks"] or o["coco"] else [])]
 
 
 @stage("predict", reads=_reads)
-@click.option("--maps", type=click.Choice(["all", "head", "bipartitions"]), default="all", show_default=True,
-              help="Every method's maps, the head's only, or the bipartition methods' only.")
+@click.option("--maps", type=click.Choice(["all", "head", "bipartitions", RELEASE]), default="all", show_default=True,
+              help="Every method's maps, or one group's: the head's, the bipartition methods', the released head's.")
 @click.option("--features", type=click.Path(path_type=Path), required=True,
               help="The set's base store; its other views are read from <store stem>.views/ beside it.")
 @click.option("--name", help="Evaluation set (a key of data.eval): its views, and its images without a feature "
@@ -118,16 +126,20 @@ def _reads(o: dict) -> list[str]:
 def predict(p, maps: str, features: Path, name: str | None, head_path: Path | None, out: Path,
             masks: Path | None, coco: Path | None) -> None:
     """Saliency maps at each image's original size (docs/method.md "Method: inference"); resumable."""
-    groups = list(GROUPS) if maps == "all" else [maps]
+    groups = ([g for g in GROUPS if g != RELEASE or name is not None] if maps == "all" else [maps])
     if "head" in groups and (head_path is None or name is None):
         raise PipelineError(f"predict --maps {maps} needs --head and --name")
+    if RELEASE in groups and name is None:
+        raise PipelineError(f"predict --maps {maps} needs --name")
+    release = _release(p.predict) if RELEASE in groups else None
     if (masks or coco) and "head" not in groups:
         raise PipelineError("predict --masks and --coco go with the head's maps")
     if "head" in groups:
         load_head(head_path)  # a bad head file fails here, with one line, before any work
     cached = name is None or p.predict.cache_features
     spec = p.data.eval[name] if name else None
-    views = set_views(spec, p.predict.resolutions, p.predict.hflip)[: None if "head" in groups else 1] if spec else []
+    views = (set_views(spec, p.predict.resolutions, p.predict.hflip)[: 1 if groups == ["bipartitions"] else None]
+             if spec else [])
     paths = [(features, False)] + [(view_store(views_folder(features), v), v.hflip) for v in views[1:]]
     if cached:
         stores = [FeatureStore(path) for path, _ in paths]
@@ -146,12 +158,17 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
     bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed) if "bipartitions" in groups else None
     coco_at = p.predict.threshold if coco else None
     keys = {g: fingerprint(prints[0], *bip) if g == "bipartitions" else
+            (fingerprint(prints, p.predict.release_sha256) if release else NO_RELEASE) if g == RELEASE else
             fingerprint(prints, file_digest(head_path), *(mask_to or ()), *([str(coco), coco_at] if coco else []))
             for g in groups}
+    if release and release[0].config["dim"] != (stores[0].dim if cached else info.hidden_size):
+        raise PipelineError(f"{p.predict.release_head}: the released head takes {release[0].config['dim']}-wide "
+                            f"features, the set's are {stores[0].dim if cached else info.hidden_size}-wide")
     folders = {g: [out / m for m in GROUPS[g]] + ([masks] if g == "head" and masks else []) for g in groups}
     # the set's folder holds every method folder (DVC outputs, listed in DVC's .gitignore)
-    check_out_dir(out, allow=frozenset({*MAP_METHODS, ".gitignore", *(f".{g}.partial" for g in
-                                                                       ("head", "bipartitions", "bipartitions+head")),
+    combos = {"+".join(c) for c in (("head",), ("bipartitions",), (RELEASE,), ("bipartitions", "head"),
+                                    ("bipartitions", RELEASE), ("head", RELEASE), ("bipartitions", "head", RELEASE))}
+    check_out_dir(out, allow=frozenset({*MAP_METHODS, RELEASE, ".gitignore", *(f".{c}.partial" for c in combos),
                                         *([coco.name] if coco and coco.parent.resolve() == out.resolve() else [])}))
     for g in groups:  # every folder is checked before any is written
         for f in folders[g]:
@@ -161,11 +178,15 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
     for g in todo:
         for f in folders[g]:
             claim_dir(f, keys[g])
+    if RELEASE in todo and not release:  # no released head: an empty folder that says so (a DVC output)
+        finish(out / RELEASE, NO_RELEASE)
+        todo.remove(RELEASE)
     if todo:
         work = PredictWork(str(out), str(head_path) if "head" in todo else None, bip if "bipartitions" in todo else None,
                            [(str(path), m) for path, m in paths] if cached else None,
                            None if cached else (samples, views, p.backbone), mask_to if "head" in todo else None,
-                           coco_at if "head" in todo else None)
+                           coco_at if "head" in todo else None,
+                           p.predict.release_head if RELEASE in todo and release else None)
         # without a cache, units are the store's shards (the batches extraction forwards) in this process
         units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
         resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], units))
@@ -181,7 +202,24 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
             for f in folders[g]:
                 finish(f, keys[g])
     click.echo(f"{out}: {n} images; " + "; ".join(
-        f"{g} ({', '.join(GROUPS[g])}): " + ("written" if g in todo else "up to date") for g in groups)
+        f"{g} ({', '.join(GROUPS[g])}): " + ("none named" if g == RELEASE and not release else
+                                           "written" if g in todo else "up to date") for g in groups)
         + (f"; masks in {masks}" if masks else "") + (f"; COCO masks in {coco}" if coco else "")
         + (f"; NCut dense fallbacks: {fallbacks}" if "bipartitions" in todo else "")
         + ("" if cached else "; features from the images (predict.cache_features: false)"))
+
+
+def _release(pr) -> tuple | None:
+    """The released head named by ``predict.release_head`` and its args, checked against
+    ``predict.release_sha256`` (one line on a mismatch); None when no head is named."""
+    if not pr.release_head:
+        return None
+    path = Path(pr.release_head)
+    if not path.is_file():
+        raise PipelineError(f"{path}: predict.release_head names no such file")
+    digest = file_digest(path)
+    if digest != pr.release_sha256:
+        raise PipelineError(f"{path}: sha256 is {digest}, predict.release_sha256 says {pr.release_sha256}; "
+                            f"set it to the file's if the file is the one you mean")
+    return read_release(path)
+

@@ -11,7 +11,6 @@ from PIL import Image
 
 from pipeline.core.datasets import eval_samples, load_mask
 from pipeline.core.files import atomic_write, read_image_table, write_json
-from pipeline.core.params import MAP_METHODS
 from pipeline.evaluation.report import (line_figure, mask_image, panel, pick_examples, pr_figure, resolution_figure,
                              resolution_table, results_table, to_markdown)
 from pipeline.features.views import set_views
@@ -72,7 +71,7 @@ def report(p, metrics_dir: Path, predictions: Path, pr_dir: Path, ipo_csv: Path,
              resolution_figure(res, data))
 
     for n in sets:
-        curves = {m: pd.read_csv(pr_dir / n / f"{m}.csv") for m in MAP_METHODS}
+        curves = {m: pd.read_csv(pr_dir / n / f"{m}.csv") for m in results[n] if m != "n_images"}
         _png(figures / f"pr_{n}.png", pr_figure(curves, f"{n}: precision-recall, every method"))
     _png(figures / "ipo_convergence.png",
          line_figure(pd.read_csv(ipo_csv), "iteration", ["mean_changed"], "IPO convergence", "patches changed"))

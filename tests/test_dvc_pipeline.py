@@ -1,61 +1,25 @@
 """The DVC workflow on a temporary git + DVC copy of the project (tiny random backbone, tiny demo)."""
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from dvc_project import ROOT, copy_project, ran, run
 from pipeline.features.store import FeatureStore
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def run(cmd, cwd):
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                       env=dict(os.environ, DVC_NO_ANALYTICS="1"))
-    assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
-    return r.stdout + r.stderr
-
-
-def copy_project(dst: Path, tiny_model_dir: Path, edit=lambda p: None) -> Path:
-    """The repository's files (no data, no lock) in ``dst`` as a committed git repo, with the tiny
-    backbone at 112 px and ``edit(params)`` applied."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("data/", "dvc.lock")):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    p = yaml.safe_load((dst / "params.yaml").read_text())
-    p["demo"]["n_images"] = 6
-    p["backbone"].update(name=str(tiny_model_dir), resolution=112, device="cpu")
-    p["predict"]["resolutions"] = [112]
-    p["ipo"]["min_cluster"] = 3  # 8 x 8 grids: let IPO run
-    p["store"]["images_per_shard"] = 2  # 3 shards: two torchrun ranks share them
-    edit(p)
-    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    run(["git", "init", "-q"], dst)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dst)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dst)
-    return dst
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir):
     return copy_project(tmp_path_factory.mktemp("proj"), tiny_model_dir)
-
-
-def ran(out: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", out))
 
 
 ALL_STAGES = {"demo_data@demo", "extract_train", "extract_eval@demo", "extract_views@demo", "pseudo_masks", "train",
@@ -168,7 +132,7 @@ def test_exp_run_ipo_iters_reruns_pseudo_masks_and_dependants_only(project):
     assert metrics[:5] == ["demo.head.fmax_dataset", "demo.head.fmax_image", "demo.head.fmax_toolbox", "demo.head.iou",
                            "demo.head.acc"]
     assert not [c for c in header if "wall_s" in c or "startup_s" in c]  # timings are not metric columns
-    brief = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|\.head\."], project)
+    brief = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|.*\.head\..*"], project)
     assert brief.splitlines()[0].split(",") == ["Experiment", *metrics[:5]]  # the docs' first command
     diff = run(["dvc", "metrics", "diff", "baseline", "iters1", "--json"], project)
     assert "ncut_ipo" in diff
@@ -412,83 +376,3 @@ def test_spread_groups_experiments_that_differ_only_in_the_seed(project):
     assert row[0] == "(one setup)" and row[4:6] == ["2", f"{mean:.1f} ± {std:.1f}"]
     out = run(["selfment", "spread", "nocache", "nocache-seed", "baseline", "--method", "head"], project)
     assert "3 runs in 2 setups" in out and out.count("| demo") == 2 * 5
-
-
-def test_the_readmes_real_data_run_reproduces_end_to_end(tmp_path, tiny_model_dir, write_pairs):
-    """benchmarks/real_duts.py on a small DUTS-TR-layout set: dvc repro in a copy of the project, the
-    results table, and the per-stage times adding up to the run."""
-    import sys
-
-    duts = write_pairs(tmp_path / "DUTS-TR", n=7, size=(70, 50), images="DUTS-TR-Image", masks="DUTS-TR-Mask")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/real_duts.py"), "--duts", str(duts),
-                        "--backbone", str(tiny_model_dir), "--resolution", "112", "--train-size", "4",
-                        "--eval-size", "3", "--work", str(tmp_path / "w")], capture_output=True, text=True, cwd=ROOT,
-                       env=dict(os.environ, DVC_NO_ANALYTICS="1"))
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "NCut + IPO" in r.stdout and "overhead (all but the forward)" in r.stdout
-    summary = json.loads((tmp_path / "w/timing.json").read_text())
-    per_set = ("extract_eval", "extract_views", "predict", "evaluate")
-    assert set(summary["stages"]) == {"extract_train", "pseudo_masks", "train", "self_train", "export", "report",
-                                      "plots_page",
-                                      *(f"{s}.duts_eval" for s in per_set)}
-    stage_time = sum(t["wall_s"] for t in summary["stages"].values())
-    assert 0 < summary["forward_s"] < stage_time < summary["seconds"]
-    assert summary["dvc_s"] == pytest.approx(summary["seconds"] - stage_time)
-    assert len(FeatureStore(tmp_path / "w/repo/data/features/eval/duts_eval.zarr")) == 3
-
-
-NUMERIC = ["0001", "0010", "223061", "12"]           # ECSSD, HKU-IS, PASCAL-S name their files so
-MIXED = ["1.5", "a b", "ü", "0002", "NA"]
-
-
-def run_stages_in_process(repo: Path, monkeypatch) -> None:
-    """Every stage command of the project's dvc.yaml, resolved by DVC and run in dependency order in this
-    process (what `dvc repro` runs, without a process and DVC's bookkeeping per stage)."""
-    import shlex
-
-    import networkx as nx
-    from click.testing import CliRunner
-    from dvc.repo import Repo
-
-    from stages.cli import main
-
-    with Repo(str(repo)) as r:
-        stages = list(reversed(list(nx.topological_sort(r.index.graph))))
-    monkeypatch.chdir(repo)
-    for stage in stages:
-        program, *args = shlex.split(stage.cmd)
-        assert program == "selfment", stage.cmd
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 0, (stage.addressing, result.output, result.exception)
-
-
-def test_numeric_and_unusual_file_names_pass_every_stage_unchanged(tmp_path, tiny_model_dir, write_pairs,
-                                                                    monkeypatch):
-    """Sets whose stems are all numbers (pandas would read them as integers) or text that pandas reads
-    as a number or a missing value: every stage of dvc.yaml ends, and every per-image output carries the
-    stem as the file names it."""
-    from pipeline.core.files import read_image_table
-
-    sets = {"numeric": NUMERIC, "mixed": MIXED}
-    for name, stems in sets.items():
-        write_pairs(tmp_path / name, size=(70, 50), stems=stems)
-
-    def edit(p):
-        spec = {n: {"root": str(tmp_path / n), "images": "images", "masks": "masks"} for n in sets}
-        p["demo"]["write"] = []
-        p["data"] = {"train": {"dataset": spec["numeric"], "sample_size": 4, "sample_seed": 111}, "eval": spec}
-
-    repo = copy_project(tmp_path / "repo", tiny_model_dir, edit)
-    run_stages_in_process(repo, monkeypatch)
-    with np.load(repo / "data/pseudo/masks.npz") as z:
-        assert sorted(z["stems"]) == sorted(NUMERIC)
-    assert FeatureStore(repo / "data/features/train.zarr").stems == sorted(NUMERIC)
-    for name, stems in sets.items():
-        for method in ("cls", "kmeans", "ncut", "ncut_ipo", "head"):
-            assert sorted(p.stem for p in (repo / f"data/predictions/{name}/{method}").glob("*.png")) == sorted(stems)
-        assert sorted(read_image_table(repo / f"metrics/eval/{name}.images.csv").index) == sorted(stems)
-        assert (repo / f"plots/panels/{name}.png").is_file()
-    results = json.loads((repo / "metrics/results.json").read_text())
-    assert set(results) == set(sets)
-    table = (repo / "tables/results.md").read_text().splitlines()
-    assert all(any(row.startswith(f"| {n} ") and "| NCut + IPO " in row for row in table) for n in sets)

@@ -557,3 +557,52 @@ def test_a_real_full_disk_while_writing_maps_stops_with_one_line_and_resumes_on_
     assert len(maps) == 24
     for f in maps:
         assert f.read_bytes() == (disk / "out" / f.relative_to(tmp_path / "clean")).read_bytes()
+
+
+def test_a_released_head_is_a_method_of_predict_and_evaluate_and_pairs_with_the_head(setup, tmp_path, write_params):
+    """predict.release_head (with its sha256): the released head's maps from the same features and views, in
+    release/, evaluated beside the head's; with the head's own weights in the release's layout they are the
+    head's maps byte for byte, the metrics equal and the paired comparison exactly 0. A file whose sha256 is
+    not the param's stops predict in one line; unset, release/ is an empty folder that says so."""
+    import hashlib
+
+    from pipeline.evaluation.intervals import compare_runs
+    from pipeline.evaluation.report import results_table, to_markdown
+    from stages.compare import _as
+
+    root = setup
+    pseudo(root, "p")
+    train(root, "rel")
+    head = load_head(root / "head_rel.safetensors")
+    torch.save({"model_state": head.state_dict(), "args": {"img_size": 112}}, tmp_path / "release.pth")
+    digest = hashlib.sha256((tmp_path / "release.pth").read_bytes()).hexdigest()
+    spec = {"root": str(root / "ds"), "images": "images", "masks": "masks"}
+    base = {"data": {"train": {"dataset": spec}, "eval": {"ds": spec}},
+            "backbone": {"name": yaml.safe_load((root / "params.yaml").read_text())["backbone"]["name"],
+                         "resolution": 112, "device": "cpu"},
+            "predict": {"resolutions": [112], "chunk_size": 2, "workers": 1}}
+    args = ["predict", "--name", "ds", "--features", str(root / "train.zarr"), "--head", str(root / "head_rel.safetensors")]
+    write_params(tmp_path / "none.yaml", base)
+    r = cli(tmp_path, *args, "--out", str(tmp_path / "none"), params="none.yaml")
+    assert "release (release): none named" in r.output and not list((tmp_path / "none/release").glob("*.png"))
+    base["predict"].update(release_head=str(tmp_path / "release.pth"), release_sha256="0" * 64)
+    write_params(tmp_path / "wrong.yaml", base)
+    r = cli(tmp_path, *args, "--out", str(tmp_path / "wrong"), params="wrong.yaml", code=2)
+    assert r.output.strip().splitlines()[-1] == (f"error: {tmp_path / 'release.pth'}: sha256 is {digest}, "
+                                                 f"predict.release_sha256 says {'0' * 64}; set it to the file's if "
+                                                 f"the file is the one you mean")
+    base["predict"]["release_sha256"] = digest
+    write_params(tmp_path / "rel.yaml", base)
+    out = tmp_path / "pred"
+    cli(tmp_path, *args, "--out", str(out), params="rel.yaml")
+    maps = sorted((out / "head").glob("*.png"))
+    assert len(maps) == 6 and all(f.read_bytes() == (out / "release" / f.name).read_bytes() for f in maps)
+    cli(tmp_path, "evaluate", "--name", "ds", "--predictions", str(out), "--metrics", str(tmp_path / "e.json"),
+        "--pr", str(tmp_path / "pr"), "--per-image", str(tmp_path / "e.csv"), "--scores", str(tmp_path / "e.npz"),
+        "--intervals", str(tmp_path / "e.intervals.json"), params="rel.yaml")
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["release"] == result["head"]
+    assert "| ds        | Release head (authors') |" in to_markdown(results_table({"ds": result}))
+    run = {"ds": load_scores(tmp_path / "e.npz")}
+    rows = compare_runs(_as(run, "release", "release:head"), _as(run, "head", "release:head"), 200, 0, 0.95, None)
+    assert rows and all(r["delta"] == 0 and r["low"] == r["high"] == 0 for r in rows)

@@ -22,6 +22,13 @@ from pipeline.core.presets import COD_PRESETS, PRESETS
 RUNTIME = {"runtime": True}
 METHODS = ("cls", "kmeans", "ncut", "ncut_ipo")  # bipartitions of paper Tables 3-4
 MAP_METHODS = (*METHODS, "head")                 # every method predict writes maps of
+RELEASE = "release"                              # the authors' released head, when predict.release_head names it
+
+
+def map_methods(release_head: str) -> tuple[str, ...]:
+    """Every method with maps: the bipartitions, the head, and the released head when ``predict.release_head``
+    names one."""
+    return (*MAP_METHODS, *([RELEASE] if release_head else []))
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 PATTERN_HELP = {NAME_PATTERN: "must be letters, digits, '.', '_' or '-' (it names a folder and a DVC stage)",
@@ -183,6 +190,10 @@ class PredictParams(Group):
     hflip: bool = False
     threshold: float = Field(0.5, gt=0, lt=1)        # binary masks: foreground where p > threshold
     cache_features: bool = True                      # false: evaluation sets go image -> backbone -> maps, no store
+    # the authors' released head (their torch file) evaluated beside this project's head, on the same features
+    # and views; its sha256 makes a changed file a changed param (docs/release.md)
+    release_head: str = ""
+    release_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
     workers: int = _runtime(2, ge=1)
     chunk_size: int = _runtime(16, ge=1)
 
@@ -190,6 +201,8 @@ class PredictParams(Group):
     def _distinct(self):
         if len(set(self.resolutions)) != len(self.resolutions):
             raise ValueError(f"resolutions {self.resolutions} repeat a value")
+        if bool(self.release_head) != bool(self.release_sha256):
+            raise ValueError("release_head and release_sha256 go together (sha256sum of the file)")
         return self
 
 

@@ -14,7 +14,7 @@ SOD_COLUMNS = {"fmax_image": "F_max (B, per-image)", "fmax_dataset": "F_max (A, 
 COD_COLUMNS = {"sm": "S_m", "wfm": "F_w", "em_mean": "E_mean", "em_max": "E_max", "em_adp": "E_adp", "mae": "MAE",
                "fm_max": "maxFm (C)"}
 METHOD_NAMES = {"cls": "CLS token", "kmeans": "k-means", "ncut": "NCut", "ncut_ipo": "NCut + IPO",
-                "head": "Selfment head"}
+                "head": "Selfment head", "release": "Release head (authors')"}
 
 
 def results_table(results: dict[str, dict]) -> pd.DataFrame:
