@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from dvc_run import project_copy, repro, timing_table
+
 from pipeline.features.backbone import vit7b16_config
 
 

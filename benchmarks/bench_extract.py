@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from pipeline.core import timing
-from pipeline.features.backbone import backbone_info, load_backbone
 from pipeline.core.datasets import resolve, validate
-from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.core.params import CompressorParams, DatasetSpec
+from pipeline.features.backbone import backbone_info, load_backbone
+from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.features.store import FeatureStore, StoreWriter
 from pipeline.features.views import View
 

@@ -22,11 +22,11 @@ import time
 import numpy as np
 import torch
 
-from pipeline.features.backbone import resolve_device
-from pipeline.head.model import Head, predict_map
-from pipeline.head.losses import contrastive_loss
-from pipeline.features.store import FeatureStore
 from pipeline.core.params import TrainParams
+from pipeline.features.backbone import resolve_device
+from pipeline.features.store import FeatureStore
+from pipeline.head.losses import contrastive_loss
+from pipeline.head.model import Head, predict_map
 from pipeline.head.train import PseudoLabelled, train_head
 
 

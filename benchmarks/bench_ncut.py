@@ -22,8 +22,8 @@ import scipy.linalg
 import torch
 
 from pipeline.bipartition.ipo import ipo
-from pipeline.core.arrays import l2_normalize
 from pipeline.bipartition.ncut import bipartition, ncut
+from pipeline.core.arrays import l2_normalize
 from pipeline.core.params import NCutParams
 from pipeline.features.store import FeatureStore
 

@@ -16,11 +16,11 @@ import json
 
 import numpy as np
 import torch
+from bench_ncut import iou
 
 import pipeline.bipartition.ncut as ncut_module
-from bench_ncut import iou
-from pipeline.core.params import METHODS, IPOParams, NCutParams
 from pipeline.bipartition.pseudo import pseudo_masks
+from pipeline.core.params import METHODS, IPOParams, NCutParams
 from pipeline.features.store import FeatureStore
 
 

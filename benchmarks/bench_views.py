@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from pipeline.features.backbone import backbone_info
-from pipeline.head.model import Head, save_head
 from pipeline.features.views import views
+from pipeline.head.model import Head, save_head
 from stages.segment import SegmentWork
 
 

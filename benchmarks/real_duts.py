@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from dvc_run import ROOT, project_copy, repro, timing_table
+
 from pipeline.core import datasets
 from pipeline.core.params import DatasetSpec
 

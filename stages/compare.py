@@ -10,9 +10,9 @@ import click
 import pandas as pd
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.runner import stage
 from pipeline.evaluation.intervals import Run, compare_runs, load_scores, seed_spread
 from pipeline.evaluation.report import METHOD_NAMES, scale_digits
-from pipeline.core.runner import stage
 
 WORKSPACE = "workspace"
 

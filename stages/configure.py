@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.project.configure import compose, render, with_pr_plots
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write
+from pipeline.project.configure import compose, render, with_pr_plots
 
 
 @click.command("configure")

@@ -12,9 +12,9 @@ from PIL import Image
 from pipeline.core import datasets, metrics, timing
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write, write_json
-from pipeline.evaluation.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
 from pipeline.core.params import map_methods
 from pipeline.core.runner import STAMP, Resume, Work, chunked, fingerprint, run_units, stage
+from pipeline.evaluation.intervals import intervals, per_image_arrays, resample_counts, save_scores, stored
 
 
 @dataclass

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
+from pipeline.core.runner import fingerprint, stage
 from pipeline.features.backbone import backbone_revision
 from pipeline.head.model import load_head
-from pipeline.core.runner import fingerprint, stage
 from pipeline.head.segmenter import Segmenter
 
 # the params that decide the model's weights and its inference: hashed into its config

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from pipeline.core import datasets
-from pipeline.features.backbone import backbone_info, load_backbone
 from pipeline.core.errors import PipelineError
-from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.core.runner import Dist, check_out_dir, claim_dir, stage
+from pipeline.features.backbone import backbone_info, load_backbone
+from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.features.store import check_store_path
 from pipeline.features.views import View, set_views, view_store
 

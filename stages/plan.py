@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.features.backbone import BackboneError, backbone_info
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
+from pipeline.features.backbone import BackboneError, backbone_info
 from pipeline.project.plan import count_images, known_info, plan_stores, render
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import click
 
 from pipeline.core.files import atomic_write
-from pipeline.evaluation.plots import offline_page
 from pipeline.core.runner import stage
+from pipeline.evaluation.plots import offline_page
 
 
 @stage("plots-page", reads=("plots.vega_lite",))

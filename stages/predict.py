@@ -19,22 +19,33 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pipeline.bipartition.pseudo import bipartition_maps
 from pipeline.core import datasets
-from pipeline.features.backbone import backbone_info, load_backbone
-from pipeline.head.coco import annotate, document
 from pipeline.core.datasets import Sample
 from pipeline.core.errors import PipelineError
-from pipeline.features.extract import encode, make_spec
 from pipeline.core.files import write_json
-from pipeline.head.model import fuse_views, load_head
-from pipeline.head.release import read_release
 from pipeline.core.maps import save_mask, save_png
 from pipeline.core.params import MAP_METHODS, METHODS, RELEASE, BackboneParams, IPOParams, NCutParams
-from pipeline.bipartition.pseudo import bipartition_maps
-from pipeline.core.runner import (Resume, Work, check_out_dir, chunked, claim_dir, file_digest, fingerprint, finish,
-                             finished, run_units, stage)
+from pipeline.core.runner import (
+    Resume,
+    Work,
+    check_out_dir,
+    chunked,
+    claim_dir,
+    file_digest,
+    fingerprint,
+    finish,
+    finished,
+    run_units,
+    stage,
+)
+from pipeline.features.backbone import backbone_info, load_backbone
+from pipeline.features.extract import encode, make_spec
 from pipeline.features.store import FeatureStore, StoreError
 from pipeline.features.views import View, set_views, view_store, views_folder
+from pipeline.head.coco import annotate, document
+from pipeline.head.model import fuse_views, load_head
+from pipeline.head.release import read_release
 
 GROUPS = {"bipartitions": METHODS, "head": ("head",), RELEASE: (RELEASE,)}
 NO_RELEASE = "no release head"  # the key of an empty release folder (predict.release_head unset)

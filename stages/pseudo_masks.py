@@ -8,11 +8,12 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pipeline.bipartition.pseudo import convergence, merge, quality
+from pipeline.bipartition.pseudo import pseudo_masks as masks_of
 from pipeline.core.datasets import training_set
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write, write_json
 from pipeline.core.params import METHODS, IPOParams, NCutParams
-from pipeline.bipartition.pseudo import convergence, merge, pseudo_masks as masks_of, quality
 from pipeline.core.runner import Resume, Work, chunked, fingerprint, run_units, stage
 from pipeline.features.store import FeatureStore
 

@@ -11,10 +11,19 @@ from PIL import Image
 
 from pipeline.core.datasets import eval_samples, load_mask
 from pipeline.core.files import atomic_write, read_image_table, write_json
-from pipeline.evaluation.report import (line_figure, mask_image, panel, pick_examples, pr_figure, resolution_figure,
-                             resolution_table, results_table, to_markdown)
-from pipeline.features.views import set_views
 from pipeline.core.runner import stage
+from pipeline.evaluation.report import (
+    line_figure,
+    mask_image,
+    panel,
+    pick_examples,
+    pr_figure,
+    resolution_figure,
+    resolution_table,
+    results_table,
+    to_markdown,
+)
+from pipeline.features.views import set_views
 
 PANEL_METHODS = {"ncut": "NCut", "ncut_ipo": "NCut + IPO", "head": "Selfment head"}
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from pipeline.features.backbone import backbone_info
-from pipeline.head.coco import annotate, document
 from pipeline.core.datasets import DatasetError
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json
-from pipeline.head.model import load_head
 from pipeline.core.maps import save_mask, save_png
 from pipeline.core.runner import Resume, Work, chunked, claim_dir, file_digest, fingerprint, run_units, stage
+from pipeline.features.backbone import backbone_info
+from pipeline.head.coco import annotate, document
+from pipeline.head.model import load_head
 from pipeline.head.segmenter import Segmenter, load_segmenter
 
 

@@ -9,11 +9,11 @@ import click
 import numpy as np
 import pandas as pd
 
-from pipeline.features.backbone import resolve_device
 from pipeline.core.files import atomic_write
-from pipeline.head.model import load_head, save_head
 from pipeline.core.runner import Dist, Resume, file_digest, fingerprint, stage
+from pipeline.features.backbone import resolve_device
 from pipeline.features.store import FeatureStore
+from pipeline.head.model import load_head, save_head
 from pipeline.head.train import PseudoLabelled, self_train, train_head
 
 TRAINING = ("head", "loss", "train.epochs", "train.lr", "train.weight_decay", "train.seed")

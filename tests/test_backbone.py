@@ -1,7 +1,7 @@
 """Frozen ViT backbones: token layout, eval mode, offline loading by directory or hub id."""
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,8 +11,15 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.features.backbone import (IMAGENET_MEAN, IMAGENET_STD, BackboneError, backbone_info, from_model, load_backbone,
-                               preprocess)
+from pipeline.features.backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneError,
+    backbone_info,
+    from_model,
+    load_backbone,
+    preprocess,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from dvc_project import ROOT, copy_project, ran, run
+
 from pipeline.features.store import FeatureStore
 
 pytestmark = pytest.mark.slow

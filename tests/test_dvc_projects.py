@@ -7,8 +7,8 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from dvc_project import ROOT, copy_project, run_stages_in_process
+
 from pipeline.features.store import FeatureStore
 
 pytestmark = pytest.mark.slow

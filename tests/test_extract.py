@@ -9,10 +9,10 @@ import torch
 import torch.multiprocessing as mp
 from click.testing import CliRunner
 
-from pipeline.features.backbone import load_backbone, preprocess
 from pipeline.core.datasets import load_image, resolve
-from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.core.params import CompressorParams, DatasetSpec
+from pipeline.features.backbone import load_backbone, preprocess
+from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.features.store import FeatureStore, StoreError, StoreWriter
 from pipeline.features.views import View
 from stages.extract import extract

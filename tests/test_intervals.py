@@ -5,10 +5,21 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.evaluation.intervals import (DEFINITIONS, compare_runs, intervals, load_scores, paired, part_rows, per_image_arrays,
-                                resample_counts,
-                                save_scores, seed_spread, statistic, stored)
 from pipeline.core.metrics import aggregate, image_scores
+from pipeline.evaluation.intervals import (
+    DEFINITIONS,
+    compare_runs,
+    intervals,
+    load_scores,
+    paired,
+    part_rows,
+    per_image_arrays,
+    resample_counts,
+    save_scores,
+    seed_spread,
+    statistic,
+    stored,
+)
 
 
 def random_scores(n, seed, cod=False, better=None):

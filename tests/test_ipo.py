@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.core.arrays import l2_normalize
 from pipeline.bipartition.ipo import ipo
+from pipeline.core.arrays import l2_normalize
 from pipeline.core.params import IPOParams
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.head.losses import bce_loss, contrastive_loss, dice_loss, total_loss
 from pipeline.core.params import LossParams
+from pipeline.head.losses import bce_loss, contrastive_loss, dice_loss, total_loss
 
 torch.set_num_threads(1)
 

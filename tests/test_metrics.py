@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.metrics import MetricsError, THRESHOLDS, aggregate, image_scores, pr_curve, to_uint8
+from pipeline.core.metrics import THRESHOLDS, MetricsError, aggregate, image_scores, pr_curve, to_uint8
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "metric-fixtures"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "masks").is_dir(), reason="../shared metric fixtures absent")

@@ -222,9 +222,9 @@ def duts_756(shared_model, shared_duts):
     patches, the setting of the NCut benchmark) and their dense float64 NCut (~3.5 s an image on 2 cores)."""
     import torch
 
-    from pipeline.features.backbone import load_backbone, preprocess
     from pipeline.core.datasets import load_image, resolve
     from pipeline.core.params import DatasetSpec
+    from pipeline.features.backbone import load_backbone, preprocess
 
     samples = resolve(DatasetSpec(root=str(shared_duts), preset="DUTS-TR"))[::187][:16]
     backbone = load_backbone(str(shared_model), device="cpu")

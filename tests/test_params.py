@@ -7,9 +7,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.project.configure import PLOTS_MARKER, available, compose, with_pr_plots
 from pipeline.core.params import METHODS, ParamsError, ParamsView, load_params, parse_params
 from pipeline.core.presets import PRESETS
+from pipeline.project.configure import PLOTS_MARKER, available, compose, with_pr_plots
 from stages.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

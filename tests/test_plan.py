@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.features.backbone import backbone_info
 from pipeline.core.params import CompressorParams, load_params
+from pipeline.features.backbone import backbone_info
 from pipeline.project.plan import count_images, plan_stores, store_bytes
 from stages.cli import main
 

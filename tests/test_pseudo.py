@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from pipeline.bipartition.methods import all_methods
-from pipeline.core.params import METHODS, IPOParams, NCutParams
 from pipeline.bipartition.pseudo import bipartition_maps, convergence, mask_map, merge, pseudo_masks, quality
+from pipeline.core.params import METHODS, IPOParams, NCutParams
 
 
 class ToyStore:

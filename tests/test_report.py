@@ -5,8 +5,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.evaluation.report import (COD_COLUMNS, SOD_COLUMNS, line_figure, mask_image, panel, pick_examples, pr_figure,
-                             resolution_figure, resolution_table, results_table, to_markdown)
+from pipeline.evaluation.report import (
+    COD_COLUMNS,
+    SOD_COLUMNS,
+    line_figure,
+    mask_image,
+    panel,
+    pick_examples,
+    pr_figure,
+    resolution_figure,
+    resolution_table,
+    results_table,
+    to_markdown,
+)
 
 
 def scores(value: float) -> dict:

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pipeline.features.backbone import load_backbone, preprocess
 from pipeline.core.errors import PipelineError
+from pipeline.features.backbone import load_backbone, preprocess
 from pipeline.features.extract import forward_f16
 from pipeline.head.model import Head, fuse_views
 from pipeline.head.segmenter import Segmenter, load_segmenter

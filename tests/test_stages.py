@@ -11,16 +11,16 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.features.backbone import load_backbone, preprocess
 from pipeline.bipartition.methods import all_methods
-from pipeline.head.coco import decode
 from pipeline.core.datasets import DatasetError, load_image, resolve
-from pipeline.features.extract import extract_dataset, make_spec
-from pipeline.head.model import fuse_views, load_head, predict_map
-from pipeline.evaluation.intervals import load_scores
 from pipeline.core.params import CompressorParams, DatasetSpec, load_params
+from pipeline.evaluation.intervals import load_scores
+from pipeline.features.backbone import load_backbone, preprocess
+from pipeline.features.extract import extract_dataset, make_spec
 from pipeline.features.store import FeatureStore
 from pipeline.features.views import View
+from pipeline.head.coco import decode
+from pipeline.head.model import fuse_views, load_head, predict_map
 from stages.cli import main
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline.core.errors import PipelineError
-from pipeline.head.model import Head, fg_prob
-from pipeline.head.losses import total_loss
 from pipeline.core.params import TrainParams
+from pipeline.head.losses import total_loss
+from pipeline.head.model import Head, fg_prob
 from pipeline.head.train import HeadLabelled, Labelled, rank_order, self_train, train_head
 
 torch.set_num_threads(1)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.cluster.vq
 
-from pipeline.core.arrays import l2_normalize
 from pipeline.bipartition.ipo import IPOResult, ipo
 from pipeline.bipartition.ncut import Fiedler, ncut
+from pipeline.core.arrays import l2_normalize
 from pipeline.core.params import METHODS, IPOParams, NCutParams
 
 

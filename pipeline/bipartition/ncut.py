@@ -20,8 +20,8 @@ import scipy.linalg
 import scipy.ndimage
 import torch
 
-from pipeline.core.errors import PipelineError
 from pipeline.core.arrays import l2_normalize
+from pipeline.core.errors import PipelineError
 from pipeline.core.params import NCutParams
 
 MAX_CLUSTER = 8        # largest repeated-eigenvalue cluster resolved exactly (see `fiedler`)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.core import metrics
 from pipeline.bipartition.methods import METHODS, all_methods
+from pipeline.core import metrics
 from pipeline.core.datasets import load_mask
 from pipeline.core.maps import upsample
 from pipeline.core.params import IPOParams, NCutParams

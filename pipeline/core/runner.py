@@ -35,8 +35,8 @@ from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from pipeline.core.errors import PipelineError
 from pipeline.core import timing
+from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write, write_json
 from pipeline.core.params import ParamsView, load_params
 

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from pipeline.core import timing
-from pipeline.features.backbone import Backbone, BackboneInfo, preprocess
 from pipeline.core.datasets import Sample, load_image
 from pipeline.core.params import CompressorParams
+from pipeline.features.backbone import Backbone, BackboneInfo, preprocess
 from pipeline.features.store import StoreSpec, StoreWriter, shards_for_rank
 from pipeline.features.views import View
 

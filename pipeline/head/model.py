@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.core.errors import PipelineError
 from pipeline.core.arrays import l2_normalize
+from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write
 from pipeline.core.maps import upsample
 

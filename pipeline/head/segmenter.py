@@ -24,12 +24,12 @@ from huggingface_hub import PyTorchModelHubMixin
 from PIL import Image, ImageOps
 from torch import nn
 
-from pipeline.features.backbone import Backbone, load_backbone, preprocess
 from pipeline.core.datasets import load_photo, rgb_pixels
 from pipeline.core.errors import PipelineError
+from pipeline.features.backbone import Backbone, load_backbone, preprocess
 from pipeline.features.extract import forward_f16
-from pipeline.head.model import Head, fuse_views
 from pipeline.features.views import views
+from pipeline.head.model import Head, fuse_views
 
 CARD = """---
 {{ card_data }}

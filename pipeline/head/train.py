@@ -16,10 +16,10 @@ import torch
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
-from pipeline.head.model import Head, as_tensor, patch_probs
-from pipeline.head.losses import total_loss
 from pipeline.core.params import METHODS, HeadParams, LossParams, TrainParams
 from pipeline.features.store import FeatureStore
+from pipeline.head.losses import total_loss
+from pipeline.head.model import Head, as_tensor, patch_probs
 
 
 class Labelled:

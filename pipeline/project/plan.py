@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import datasets
-from pipeline.features.backbone import BackboneInfo
 from pipeline.core.params import CompressorParams, DatasetSpec, Params
+from pipeline.features.backbone import BackboneInfo
 from pipeline.features.views import View, set_views
 
 # Stored / raw bytes of float16 features per codec, DINOv2 ViT-S/14 at 756 px on DUTS-TR (docs/benchmarks.md
