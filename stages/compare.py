@@ -97,10 +97,11 @@ def compare(p, rev_a: str, rev_b: str | None, every: bool, methods: tuple[str, .
         run_b = _as(read_run(other), method_b, pair) if pair else read_run(other)
         rows = _shown(compare_runs(base, run_b, boot.resamples, boot.seed, boot.level, k_of_n),
                       (pair,) if pair else methods, metric_keys)
-        click.echo(f"\n{other} - {rev_a} ({boot.resamples} paired resamples of the images"
+        labels = (f"{rev_a}:{method_a}", f"{other}:{method_b}") if pair else (rev_a, other)  # distinct columns
+        click.echo(f"\n{labels[1]} - {labels[0]} ({boot.resamples} paired resamples of the images"
                    + (f" of part {part} ({rows[0]['images']} images per set)" if part and rows else "")
                    + f", seed {boot.seed})\n")
-        click.echo(table(rows, rev_a, other, boot.level))
+        click.echo(table(rows, *labels, boot.level))
 
 
 def _as(run: Run, method: str, name: str) -> Run:

@@ -141,3 +141,34 @@ def test_a_comparison_pairs_images_by_stem_and_can_take_one_part_of_them():
         compare_runs(a, {"S": (stems[:39], b["S"][1])}, 10, 0, 0.95)
     with pytest.raises(PipelineError, match="part 3/2"):
         part_rows(stems, (3, 2))
+
+
+def test_compare_pair_sets_two_methods_of_one_run_against_each_other(monkeypatch, tmp_path, write_params):
+    """`selfment compare REV --pair A:B` (one revision: B - A of two of its methods, paired over its images): a
+    planted improvement of B is seen with the right sign, a method paired with itself differs by exactly 0,
+    and a malformed pair or a method no set has is one line."""
+    from click.testing import CliRunner
+
+    import stages.compare as compare
+    from stages.cli import main
+
+    stems = [f"im{i:02d}" for i in range(40)]
+    arrays = {"release": per_image_arrays(random_scores(40, 3)),
+              "head": per_image_arrays(random_scores(40, 3, better=set(range(0, 40, 2))))}
+    monkeypatch.setattr(compare, "read_run", lambda rev: {"demo": (stems, arrays)})
+    params = write_params(tmp_path / "params.yaml", {})
+
+    def invoke(*args):
+        return CliRunner().invoke(main, ["compare", "--params", str(params), *args])
+
+    r = invoke("workspace", "--pair", "release:head", "--metric", "iou")
+    assert r.exit_code == 0, r.output
+    [row] = [[c.strip() for c in line.strip("|").split("|")] for line in r.output.splitlines() if "| demo" in line]
+    assert "workspace:head - workspace:release (1000 paired resamples" in r.output
+    assert row[1] == "release:head" and float(row[5]) > 0 and row[-1] == "*"  # B - A > 0, interval excludes 0
+    assert float(row[4]) > float(row[3])  # A and B each in a column of its own, though one revision
+    same = invoke("workspace", "--pair", "head:head")
+    assert same.exit_code == 0 and all("| +0.0 " in line for line in same.output.splitlines() if "| demo" in line)
+    assert invoke("workspace", "--pair", "release").output.strip() == (
+        "error: --pair 'release': expected A:B, two method names, e.g. release:head")
+    assert "no evaluation set has maps of the method 'cls'" in invoke("workspace", "--pair", "cls:head").output
