@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import click
@@ -177,8 +178,8 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
                             f"features, the set's are {stores[0].dim if cached else info.hidden_size}-wide")
     folders = {g: [out / m for m in GROUPS[g]] + ([masks] if g == "head" and masks else []) for g in groups}
     # the set's folder holds every method folder (DVC outputs, listed in DVC's .gitignore)
-    combos = {"+".join(c) for c in (("head",), ("bipartitions",), (RELEASE,), ("bipartitions", "head"),
-                                    ("bipartitions", RELEASE), ("head", RELEASE), ("bipartitions", "head", RELEASE))}
+    # resume state of any groups run together (named in GROUPS order, as todo lists them)
+    combos = {"+".join(c) for r in range(1, len(GROUPS) + 1) for c in combinations(GROUPS, r)}
     check_out_dir(out, allow=frozenset({*MAP_METHODS, RELEASE, ".gitignore", *(f".{c}.partial" for c in combos),
                                         *([coco.name] if coco and coco.parent.resolve() == out.resolve() else [])}))
     for g in groups:  # every folder is checked before any is written

@@ -34,9 +34,9 @@ def per_image_arrays(scores: list[dict]) -> dict[str, np.ndarray]:
     """The per-image arrays the metrics are statistics of, from :func:`pipeline.core.metrics.image_scores`
     results: scalars (n,) and curves (n, k) (COD ones only when every image has them)."""
     out = {"f_a": np.array([s["f_a"] for s in scores]), "fmax_image": np.array([s["f_b"].max() for s in scores]),
-           # the toolbox's curves, zero rows for all-zero maps (left out of its means: weight 0)
-           "precision_ge": np.array([s["precision_ge"] * s["nonzero"] for s in scores]),
-           "recall_ge": np.array([s["recall_ge"] * s["nonzero"] for s in scores]),
+           # the toolbox's curves; an all-zero map is left out of its means by its weight (nonzero = 0)
+           "precision_ge": np.array([s["precision_ge"] for s in scores]),
+           "recall_ge": np.array([s["recall_ge"] for s in scores]),
            "nonzero": np.array([s["nonzero"] for s in scores], dtype=np.float64),
            "iou": np.array([s["iou"] for s in scores], dtype=np.float64),
            "acc": np.array([s["acc"] for s in scores], dtype=np.float64)}

@@ -149,6 +149,7 @@ class Backbone(BackboneInfo):
     model: torch.nn.Module = None
     device: torch.device = None
     dtype: torch.dtype = None
+    key_projection: torch.nn.Module | None = None  # hooked when features == "keys" (found once, at load)
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,8 +159,8 @@ class Backbone(BackboneInfo):
         pixel_values = pixel_values.to(self.device, self.dtype)
         kw = {"interpolate_pos_encoding": True} if self.model.config.model_type == "vit" else {}  # DINO v1
         keys = []
-        hook = (last_key_projection(self.model).register_forward_hook(lambda m, i, out: keys.append(out))
-                if self.features == "keys" else None)
+        hook = (self.key_projection.register_forward_hook(lambda m, i, out: keys.append(out))
+                if self.key_projection is not None else None)
         try:
             tokens = self.model(pixel_values=pixel_values, **kw).last_hidden_state
         finally:
@@ -175,7 +176,8 @@ def from_model(model: torch.nn.Module, name: str, device: str = "auto", features
     info = BackboneInfo.from_config(model.config, name, features)
     dev = resolve_device(device)
     model = model.to(dev).eval().requires_grad_(False)
-    return Backbone(**vars(info), model=model, device=dev, dtype=next(model.parameters()).dtype)
+    return Backbone(**vars(info), model=model, device=dev, dtype=next(model.parameters()).dtype,
+                    key_projection=last_key_projection(model) if features == "keys" else None)
 
 
 def load_backbone(name: str, dtype: str = "float32", device: str = "auto", revision: str | None = None,
