@@ -13,13 +13,12 @@ import click
 from pipeline.core.runner import fingerprint, stage
 from pipeline.features.backbone import backbone_revision
 from pipeline.head.model import load_head
-from pipeline.head.segmenter import Segmenter
+from pipeline.head.segmenter import MODEL_FILES, Segmenter
 
 # the params that decide the model's weights and its inference: hashed into its config
 PROVENANCE = ("data.train", "backbone.name", "backbone.resolution", "backbone.dtype", "backbone.features", "ncut", "ipo", "pseudo.method",
               "pseudo.kmeans_seed", "head", "loss", "train.epochs", "train.lr", "train.weight_decay", "train.seed",
               "train.rounds", "train.round_threshold", "predict.resolutions", "predict.hflip", "predict.threshold")
-FILES = ("config.json", "model.safetensors", "README.md")
 
 
 @stage("export", reads=PROVENANCE)
@@ -38,7 +37,7 @@ def export(p, head_path: Path, out: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))  # whole files only: each is renamed into place
     try:
         model.save_pretrained(tmp, model_card_kwargs=model.card_kwargs())
-        for name in FILES:
+        for name in MODEL_FILES:
             (tmp / name).replace(out / name)
     finally:
         shutil.rmtree(tmp)

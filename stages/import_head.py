@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.runner import file_digest
+from pipeline.core.runner import check_out_dir, file_digest
 from pipeline.features.backbone import backbone_info, backbone_revision
 from pipeline.head.release import read_release
-from pipeline.head.segmenter import Segmenter
+from pipeline.head.segmenter import MODEL_FILES, Segmenter
 
 RELEASE_RESOLUTION = 1536  # the release's folder inference size when its file names none
 
@@ -31,6 +31,7 @@ def import_head(file: Path, backbone: str, out: Path, resolutions: tuple[int, ..
     """Write OUT/{config.json, model.safetensors, README.md} from the released head FILE, read without running
     pickled code; its card names the file and its sha256."""
     try:
+        check_out_dir(out, allow=frozenset(MODEL_FILES))  # a model directory is replaced; any other folder is refused
         head, args = read_release(file)
         info = backbone_info(backbone)
         if info.hidden_size != head.config["dim"]:

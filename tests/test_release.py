@@ -77,6 +77,19 @@ def test_a_width_other_than_the_backbones_and_other_layouts_are_refused(tmp_path
     r = CliRunner().invoke(main, ["import-head", str(tmp_path / "wide.pth"), "--backbone", str(tiny_model_dir),
                                   "--out", str(tmp_path / "model")])
     assert r.exit_code == 2 and "the head takes 384-wide features but" in r.output and "gives 32-wide ones" in r.output
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.txt").write_text("years of work")
+    release_file(tmp_path / "ok.pth")
+    r = CliRunner().invoke(main, ["import-head", str(tmp_path / "ok.pth"), "--backbone", str(tiny_model_dir),
+                                  "--out", str(user)])
+    assert r.exit_code == 2 and "was not made by selfment; nothing was changed" in r.output
+    assert [f.name for f in user.iterdir()] == ["thesis.txt"]  # a folder of the user's is never written into
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "half.pth").write_bytes((tmp_path / "ok.pth").read_bytes()[:300])
+    for name in ("empty.pth", "half.pth"):
+        with pytest.raises(HeadError, match=rf"{name}: not a readable torch file \(.+\)$"):
+            read_release(tmp_path / name)
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
     with pytest.raises(HeadError, match="other.pth: no 'model_state' dict"):
         read_release(tmp_path / "other.pth")

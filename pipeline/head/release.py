@@ -33,7 +33,8 @@ def read_release(path: Path | str) -> tuple[Head, dict]:
         raise HeadError(f"{path}: refused: it holds objects other than tensors and plain values, which would "
                         f"run code when loaded ({first[:160]})") from None
     except Exception as exc:
-        raise HeadError(f"{path}: not a readable torch file ({' '.join(str(exc).split())[:160]})") from None
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__  # an empty file's error has no message
+        raise HeadError(f"{path}: not a readable torch file ({detail})") from None
     state = obj.get("model_state") if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise HeadError(f"{path}: no 'model_state' dict (the release's layout: "

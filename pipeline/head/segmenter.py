@@ -52,6 +52,7 @@ out.prob, out.mask                              # float32 (H, W) in [0, 1]; bool
 """
 
 Photo = str | Path | Image.Image | np.ndarray
+MODEL_FILES = ("config.json", "model.safetensors", "README.md")  # a model directory: what save_pretrained writes
 
 
 @dataclass
