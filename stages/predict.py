@@ -2,8 +2,10 @@
 ``<out>/<method>/<stem>.png``, of the bipartition baselines (CLS, k-means, NCut, NCut + IPO, on the base
 view) and of the trained head (fused over the set's inference views), and of the authors' released head
 (``predict.release_head``; the same views) when one is named. ``--maps`` picks every group (the DVC stage)
-or one. Each group's folders are stamped with its inputs and marked finished, so a rerun
-recomputes only the groups whose inputs changed: a new head never recomputes NCut.
+or one. Each method's folder is stamped with exactly its inputs and marked finished, so a rerun recomputes
+only the methods whose inputs changed: a new head never recomputes NCut. The bipartition methods' patch masks
+are kept in ``<out>/grids`` (:mod:`pipeline.bipartition.kept`): an ``ipo.*`` change runs IPO from the kept
+NCut masks and solves no eigenproblem; ``--metrics`` says how many images each method was computed for.
 
 Features come from the set's stores, or with ``predict.cache_features: false`` straight from the images
 through the backbone, every view once per image, in the batches extraction uses (so the maps are
@@ -20,7 +22,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pipeline.bipartition.pseudo import bipartition_maps
+from pipeline.bipartition.kept import counters, method_keys, save_kept, split_kept
+from pipeline.bipartition.methods import bipartitions
+from pipeline.bipartition.pseudo import empty, mask_map, merge, record
 from pipeline.core import datasets
 from pipeline.core.datasets import Sample
 from pipeline.core.errors import PipelineError
@@ -48,7 +52,8 @@ from pipeline.head.coco import annotate, document
 from pipeline.head.model import fuse_views, load_head
 from pipeline.head.release import read_release
 
-GROUPS = {"bipartitions": METHODS, "head": ("head",), RELEASE: (RELEASE,)}
+GROUPS = {**{m: (m,) for m in METHODS}, "head": ("head",), RELEASE: (RELEASE,)}  # each stamped with its inputs
+GRIDS = "grids"  # the bipartition methods' kept masks (pipeline.bipartition.kept)
 NO_RELEASE = "no release head"  # the key of an empty release folder (predict.release_head unset)
 
 
@@ -56,7 +61,10 @@ NO_RELEASE = "no release head"  # the key of an empty release folder (predict.re
 class PredictWork(Work):
     out: str
     head_path: str | None                           # head maps (None: no head maps)
-    bipartition: tuple[NCutParams, IPOParams, int] | None  # bipartition maps (None: none)
+    maps_of: tuple[str, ...]                        # bipartition methods whose maps are written
+    compute: tuple[str, ...]                        # bipartition methods computed (the others' masks: kept)
+    grids: str                                      # the kept masks' folder
+    bipartition: tuple[NCutParams, IPOParams, int] | None
     stores: list[tuple[str, bool]] | None           # (store, mirrored) per view, [0] the base view; or
     images: tuple[list[Sample], list[View], BackboneParams] | None = None  # no feature cache: from the images
     masks: tuple[str, float] | None = None          # binary masks (head): folder, foreground p > threshold
@@ -65,6 +73,10 @@ class PredictWork(Work):
 
     def open(self) -> None:
         self.head = load_head(self.head_path) if self.head_path else None
+        self.kept = {}
+        for m in {*self.maps_of, *(["ncut"] if "ncut_ipo" in self.compute else [])} - set(self.compute):
+            with np.load(Path(self.grids) / f"{m}.npz") as z:
+                self.kept[m] = z["masks"]
         self.release = read_release(self.release_path)[0] if self.release_path else None
         if self.images:
             b = self.images[2]
@@ -89,15 +101,20 @@ class PredictWork(Work):
         for k, i in enumerate(indices):
             yield samples[i].stem, sizes[k], [(f[k], v.hflip) for f, v in zip(features, views)], cls[k]
 
-    def __call__(self, indices: list[int]) -> tuple[int, list[tuple[str, dict]]]:
-        """Writes the maps of ``indices``; returns how many of them NCut solved densely and, with ``coco``,
-        (stem, COCO annotation) of each image."""
-        fallbacks, annotations = 0, []
-        for stem, size, views, cls in self._inputs(indices):
+    def __call__(self, indices: list[int]) -> tuple[dict, list[tuple[str, dict]]]:
+        """Writes the maps of ``indices``; returns the masks and statistics of the bipartition methods computed
+        (:func:`~pipeline.bipartition.pseudo.empty`) and, with ``coco``, (stem, COCO annotation) of each image."""
+        computed, annotations = None, []
+        for k, (stem, size, views, cls) in enumerate(self._inputs(indices)):
             maps = {}
-            if self.bipartition:
-                maps, fallback = bipartition_maps(views[0][0], cls, size, *self.bipartition)
-                fallbacks += fallback
+            if self.compute:
+                b = bipartitions(views[0][0], cls, self.compute, *self.bipartition,
+                                 ncut_mask=self.kept["ncut"][indices[k]] if "ncut" in self.kept else None)
+                computed = computed or empty(self.compute, len(indices), b.masks[self.compute[0]].shape,
+                                             self.bipartition[1].iters)
+                record(computed, k, b)
+            for m in self.maps_of:
+                maps[m] = mask_map(computed[m]["masks"][k] if m in self.compute else self.kept[m][indices[k]], size)
             if self.head:
                 maps["head"] = fuse_views(self.head, views, size)
             if self.release:
@@ -109,7 +126,7 @@ class PredictWork(Work):
                 save_mask(maps["head"], threshold, Path(folder) / f"{stem}.png")
             if self.coco is not None:
                 annotations.append((stem, annotate(maps["head"], self.coco)))
-        return fallbacks, annotations
+        return computed, annotations
 
 
 def _reads(o: dict) -> list[str]:
@@ -135,10 +152,13 @@ def _reads(o: dict) -> list[str]:
 @click.option("--masks", type=click.Path(path_type=Path), help="Also write the head's binary 0/255 masks here.")
 @click.option("--coco", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the head's masks as COCO-style JSON (RLE, one annotation per image) to this file.")
+@click.option("--metrics", "metrics_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write how many images each bipartition method was computed for in this run here (JSON).")
 def predict(p, maps: str, features: Path, name: str | None, head_path: Path | None, out: Path,
-            masks: Path | None, coco: Path | None) -> None:
+            masks: Path | None, coco: Path | None, metrics_path: Path | None) -> None:
     """Saliency maps at each image's original size (docs/method.md "Method: inference"); resumable."""
-    groups = ([g for g in GROUPS if g != RELEASE or name is not None] if maps == "all" else [maps])
+    groups = ([g for g in GROUPS if g != RELEASE or name is not None] if maps == "all" else
+              list(METHODS) if maps == "bipartitions" else [maps])
     if "head" in groups and (head_path is None or name is None):
         raise PipelineError(f"predict --maps {maps} needs --head and --name")
     if RELEASE in groups and name is None:
@@ -150,7 +170,7 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         load_head(head_path)  # a bad head file fails here, with one line, before any work
     cached = name is None or p.predict.cache_features
     spec = p.data.eval[name] if name else None
-    views = (set_views(spec, p.predict.resolutions, p.predict.hflip)[: 1 if groups == ["bipartitions"] else None]
+    views = (set_views(spec, p.predict.resolutions, p.predict.hflip)[: 1 if set(groups) <= set(METHODS) else None]
              if spec else [])
     paths = [(features, False)] + [(view_store(views_folder(features), v), v.hflip) for v in views[1:]]
     if cached:
@@ -167,9 +187,10 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
                   for v in views]
         n = len(samples)
     mask_to = (str(masks), p.predict.threshold) if masks else None
-    bip = (p.ncut, p.ipo, p.pseudo.kmeans_seed) if "bipartitions" in groups else None
     coco_at = p.predict.threshold if coco else None
-    keys = {g: fingerprint(prints[0], *bip) if g == "bipartitions" else
+    grid_keys = (method_keys(prints[0], p.ncut, p.ipo, p.pseudo.kmeans_seed)  # the base view's features
+                 if set(groups) & set(METHODS) else {})
+    keys = {g: grid_keys[g] if g in METHODS else
             (fingerprint(prints, p.predict.release_sha256) if release else NO_RELEASE) if g == RELEASE else
             fingerprint(prints, file_digest(head_path), *(mask_to or ()), *([str(coco), coco_at] if coco else []))
             for g in groups}
@@ -177,15 +198,18 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         raise PipelineError(f"{p.predict.release_head}: the released head takes {release[0].config['dim']}-wide "
                             f"features, the set's are {stores[0].dim if cached else info.hidden_size}-wide")
     folders = {g: [out / m for m in GROUPS[g]] + ([masks] if g == "head" and masks else []) for g in groups}
-    # the set's folder holds every method folder (DVC outputs, listed in DVC's .gitignore)
-    # resume state of any groups run together (named in GROUPS order, as todo lists them)
+    # the set's folder holds every method folder and the kept masks (DVC outputs, listed in DVC's .gitignore),
+    # and the resume state of any groups run together (named in GROUPS order, as todo lists them)
     combos = {"+".join(c) for r in range(1, len(GROUPS) + 1) for c in combinations(GROUPS, r)}
-    check_out_dir(out, allow=frozenset({*MAP_METHODS, RELEASE, ".gitignore", *(f".{c}.partial" for c in combos),
+    check_out_dir(out, allow=frozenset({*MAP_METHODS, RELEASE, GRIDS, ".gitignore", *(f".{c}.partial" for c in combos),
                                         *([coco.name] if coco and coco.parent.resolve() == out.resolve() else [])}))
     for g in groups:  # every folder is checked before any is written
         for f in folders[g]:
             check_out_dir(f)
-    todo = [g for g in groups if not all(finished(f, keys[g]) for f in folders[g])
+    # a bipartition method's maps and its kept masks go together: either missing recomputes both
+    stems = stores[0].stems if cached else [s.stem for s in samples]
+    kept, missing = split_kept(claim_dir(out / GRIDS), grid_keys, stems) if grid_keys else ({}, [])
+    todo = [g for g in groups if not all(finished(f, keys[g]) for f in folders[g]) or g in missing
             or (g == "head" and coco and not coco.is_file())]
     for g in todo:
         for f in folders[g]:
@@ -193,18 +217,26 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
     if RELEASE in todo and not release:  # no released head: an empty folder that says so (a DVC output)
         finish(out / RELEASE, NO_RELEASE)
         todo.remove(RELEASE)
+    maps_of = tuple(m for m in METHODS if m in todo)
+    compute = [m for m in missing if m in maps_of or m == "ncut" and "ncut_ipo" in maps_of]
+    kept = {m: a for m, a in kept.items() if m in maps_of or m == "ncut" and "ncut_ipo" in compute}  # used
+    computed = {}
     if todo:
-        work = PredictWork(str(out), str(head_path) if "head" in todo else None, bip if "bipartitions" in todo else None,
+        work = PredictWork(str(out), str(head_path) if "head" in todo else None, maps_of, tuple(compute),
+                           str(out / GRIDS), (p.ncut, p.ipo, p.pseudo.kmeans_seed) if maps_of else None,
                            [(str(path), m) for path, m in paths] if cached else None,
                            None if cached else (samples, views, p.backbone), mask_to if "head" in todo else None,
                            coco_at if "head" in todo else None,
                            p.predict.release_head if RELEASE in todo and release else None)
         # without a cache, units are the store's shards (the batches extraction forwards) in this process
         units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
-        resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], units))
+        resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], compute, units))
         results = run_units(work, units, resume, workers=p.predict.workers if cached else 1,
                             desc=f"predict {'+'.join(todo)} {out.name}")
-        fallbacks = sum(f for f, _ in results)
+        if compute:
+            computed = merge([grids for grids, _ in results])
+            for m in compute:
+                save_kept(out / GRIDS, m, grid_keys[m], stems, computed[m])
         if coco and "head" in todo:
             files = {s.stem: s.image.name for s in (datasets.eval_samples(spec) if cached else samples)}
             write_json(coco, document([(files[stem], ann) for _, anns in results for stem, ann in anns], coco_at,
@@ -213,11 +245,15 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         for g in todo:
             for f in folders[g]:
                 finish(f, keys[g])
+    fallbacks = int(computed["ncut"]["fallback"].sum()) if "ncut" in computed else 0
+    if metrics_path:
+        write_json(metrics_path, {name or out.name: {"computed": counters({m: n for m in compute}),
+                                                     "ncut_dense_fallbacks": fallbacks}})
     click.echo(f"{out}: {n} images; " + "; ".join(
-        f"{g} ({', '.join(GROUPS[g])}): " + ("none named" if g == RELEASE and not release else
-                                           "written" if g in todo else "up to date") for g in groups)
-        + (f"; masks in {masks}" if masks else "") + (f"; COCO masks in {coco}" if coco else "")
-        + (f"; NCut dense fallbacks: {fallbacks}" if "bipartitions" in todo else "")
+        f"{g}: " + ("none named" if g == RELEASE and not release else "written" if g in todo else "up to date")
+        for g in groups) + (f"; masks in {masks}" if masks else "") + (f"; COCO masks in {coco}" if coco else "")
+        + (f"; computed: {', '.join(compute)}, NCut dense fallbacks: {fallbacks}" if compute else "")
+        + (f"; kept: {', '.join(kept)}" if kept else "")
         + ("" if cached else "; features from the images (predict.cache_features: false)"))
 
 

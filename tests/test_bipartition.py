@@ -1,7 +1,7 @@
-"""Table 4 baselines (CLS, k-means) and all_methods."""
+"""Table 4 baselines (CLS, k-means) and every method of one grid."""
 import numpy as np
 
-from pipeline.bipartition.methods import all_methods, border_share, cls_bipartition, kmeans_bipartition
+from pipeline.bipartition.methods import bipartitions, border_share, cls_bipartition, kmeans_bipartition
 from pipeline.core.params import NCutParams
 
 
@@ -14,9 +14,9 @@ def test_kmeans_and_cls_baselines_pick_the_object(planted):
     assert border_share(mask) == 0 and border_share(~mask) == 1
 
 
-def test_all_methods_share_one_ncut(planted):
+def test_every_method_shares_one_ncut(planted):
     f, mask = planted()
-    out = all_methods(f, np.eye(f.shape[-1], dtype=np.float32)[1], NCutParams(solver="lanczos"))
+    out = bipartitions(f, np.eye(f.shape[-1], dtype=np.float32)[1], ncut_p=NCutParams(solver="lanczos"))
     assert set(out.masks) == {"cls", "kmeans", "ncut", "ncut_ipo"}
     for m in out.masks.values():
         np.testing.assert_array_equal(m, mask)

@@ -175,7 +175,7 @@ def test_every_stage_stops_on_bad_params_with_one_line_and_exit_2_before_loading
     bad["backbone"]["name"] = str(tmp_path / "no-such-model")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
     args = {"demo-data": ["--out", "o"], "extract": ["--split", "train", "--out", "o"],
-            "pseudo-masks": ["--features", ".", "--out", "o", "--metrics", "m", "--plot", "p"],
+            "pseudo-masks": ["--features", ".", "--out", "o", "--grids", "g", "--metrics", "m", "--plot", "p"],
             "train": ["--features", ".", "--pseudo", "params.yaml", "--out", "o", "--loss-csv", "l"],
             "self-train": ["--features", ".", "--head", "params.yaml", "--out", "o", "--loss-csv", "l"],
             "predict": ["--maps", "bipartitions", "--features", ".", "--out", "o"],

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.bipartition.methods import all_methods
+from pipeline.bipartition.methods import bipartitions
 from pipeline.core.datasets import DatasetError, load_image, resolve
 from pipeline.core.params import CompressorParams, DatasetSpec, load_params
 from pipeline.evaluation.intervals import load_scores
@@ -49,9 +49,10 @@ def cli(root, *args, code=0, params="params.yaml"):
     return r
 
 
-def pseudo(root, tag="m", code=0):
+def pseudo(root, tag="m", code=0, params="params.yaml", grids=None):
     return cli(root, "pseudo-masks", "--features", str(root / "train.zarr"), "--out", str(root / f"{tag}.npz"),
-               "--metrics", str(root / f"{tag}.json"), "--plot", str(root / f"{tag}.csv"), code=code)
+               "--grids", str(root / f"{grids or tag}.grids"), "--metrics", str(root / f"{tag}.json"),
+               "--plot", str(root / f"{tag}.csv"), code=code, params=params)
 
 
 def train(root, tag):
@@ -84,7 +85,7 @@ def test_pseudo_masks_equals_the_library_and_an_interrupted_run_resumes(setup, m
     with np.load(root / "m.npz") as z:
         assert list(z["stems"]) == store.stems
         for i in range(len(store)):
-            ref = all_methods(store.features(i), store.cls(i), p.ncut, p.ipo, p.pseudo.kmeans_seed)
+            ref = bipartitions(store.features(i), store.cls(i), ncut_p=p.ncut, ipo_p=p.ipo, kmeans_seed=p.pseudo.kmeans_seed)
             for m in METHODS[:-1]:
                 np.testing.assert_array_equal(z[m][i], ref.masks[m])
     report = yaml.safe_load((root / "m.json").read_text())
@@ -126,7 +127,8 @@ def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_
 
     def masks(tag):
         return cli(root, "pseudo-masks", "--features", str(planted_store), "--out", str(root / f"{tag}.npz"),
-                   "--metrics", str(root / f"{tag}.json"), "--plot", str(root / f"{tag}.csv")).output
+                   "--grids", str(root / f"{tag}.grids"), "--metrics", str(root / f"{tag}.json"),
+                   "--plot", str(root / f"{tag}.csv")).output
 
     masks("ref")
     perturbed(1e-3, gram=0.0)
@@ -145,6 +147,50 @@ def test_no_image_stops_the_bipartition_stages_tf32_products_nor_an_uncertified_
     assert "NCut dense fallbacks: 6" in out
     r = cli(root, "predict", "--maps", "bipartitions", "--features", str(planted_store), "--out", str(root / "fbpred"))
     assert "NCut dense fallbacks: 6" in r.output and len(list((root / "fbpred/ncut").glob("*.png"))) == 6
+
+
+def test_each_bipartition_method_reruns_only_when_the_params_it_reads_change(setup, write_params, monkeypatch):
+    """pseudo_masks and predict keep each method's masks by the params it reads: ipo.* runs IPO from the kept
+    NCut masks (no eigenproblem: NCut made to fail), ncut.* reruns NCut and IPO, pseudo.kmeans_seed k-means
+    alone; every result byte-identical to the same params computed from scratch."""
+    import pipeline.bipartition.methods as methods
+
+    root = setup
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    for name, (group, key, value) in {"seed": ("pseudo", "kmeans_seed", 5), "ipo": ("ipo", "iters", 3),
+                                      "tau": ("ncut", "tau", 0.3)}.items():  # each run's params: the last run's and
+        p[group][key] = value                                                  # one change
+        write_params(root / f"params_{name}.yaml", p)
+    bip = ["predict", "--maps", "bipartitions", "--features", str(root / "train.zarr")]
+
+    def counts(tag):
+        return json.loads((root / f"{tag}.json").read_text())["computed"]
+
+    pseudo(root, "kb")
+    cli(root, *bip, "--out", str(root / "kp"), "--metrics", str(root / "kp.json"))
+    every = {"ncut_solved": 6, "ipo_run": 6, "cls_run": 6, "kmeans_run": 6}
+    assert counts("kb") == every and json.loads((root / "kp.json").read_text())["kp"]["computed"] == every
+    solve = methods.ncut
+    for name, expected in (("seed", {"kmeans_run": 6}), ("ipo", {"ipo_run": 6}),
+                           ("tau", {"ncut_solved": 6, "ipo_run": 6})):
+        params = f"params_{name}.yaml"
+        if name == "ipo":
+            monkeypatch.setattr(methods, "ncut", lambda *a, **k: pytest.fail("NCut solved in an ipo.* experiment"))
+        out = pseudo(root, "kb", params=params).output  # into the baseline's kept masks
+        r = cli(root, *bip, "--out", str(root / "kp"), "--metrics", str(root / "kp.json"), params=params)
+        monkeypatch.setattr(methods, "ncut", solve)
+        expected = {k: expected.get(k, 0) for k in every}
+        assert counts("kb") == expected and json.loads((root / "kp.json").read_text())["kp"]["computed"] == expected
+        assert ("computed: ncut_ipo, kept: cls, kmeans, ncut" in out) == ("kept: ncut" in r.output) == (name == "ipo")
+        pseudo(root, f"scratch_{name}", params=params)  # its own, empty kept folder
+        cli(root, *bip, "--out", str(root / f"scratch_{name}p"), params=params)
+        assert (root / "kb.npz").read_bytes() == (root / f"scratch_{name}.npz").read_bytes(), name
+        assert (root / "kb.csv").read_text() == (root / f"scratch_{name}.csv").read_text()
+        kept, scratch = (json.loads((root / f"{t}.json").read_text()) for t in ("kb", f"scratch_{name}"))
+        assert {**kept, "computed": None} == {**scratch, "computed": None}
+        for m in ("cls", "kmeans", "ncut", "ncut_ipo"):
+            for png in sorted((root / f"scratch_{name}p" / m).glob("*.png")):
+                assert png.read_bytes() == (root / "kp" / m / png.name).read_bytes(), (name, m, png.name)
 
 
 def test_train_is_deterministic_predict_writes_full_size_maps_and_resumes(setup, monkeypatch):
@@ -373,7 +419,7 @@ def test_without_a_feature_cache_every_map_is_byte_identical_and_no_store_is_wri
         outs[cache] = tmp_path / f"pred_{cache}"
         r = run(cache, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[cache]),
                 "--masks", str(tmp_path / f"masks_{cache}"))
-        assert "bipartitions (cls, kmeans, ncut, ncut_ipo): written; head (head): written" in r.output
+        assert "cls: written; kmeans: written; ncut: written; ncut_ipo: written; head: written" in r.output
     assert list(base.iterdir()) == [] and not list(views.glob("*.zarr"))  # the cached run's stores are gone
     for m in METHODS:
         cached = sorted((outs[True] / m).glob("*.png"))
@@ -384,7 +430,7 @@ def test_without_a_feature_cache_every_map_is_byte_identical_and_no_store_is_wri
         assert f.read_bytes() == (tmp_path / "masks_False" / f.name).read_bytes()
     r = run(False, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[False]),
             "--masks", str(tmp_path / "masks_False"))
-    assert "bipartitions (cls, kmeans, ncut, ncut_ipo): up to date; head (head): up to date" in r.output
+    assert "cls: up to date; kmeans: up to date; ncut: up to date; ncut_ipo: up to date; head: up to date" in r.output
     # the exported model (the same views and batches) gives predict's maps byte for byte
     run(True, "export", "--head", str(head), "--out", str(tmp_path / "model"))
     images = sorted(str(f) for f in (root / "ds/images").iterdir())
@@ -584,7 +630,7 @@ def test_a_released_head_is_a_method_of_predict_and_evaluate_and_pairs_with_the_
     args = ["predict", "--name", "ds", "--features", str(root / "train.zarr"), "--head", str(root / "head_rel.safetensors")]
     write_params(tmp_path / "none.yaml", base)
     r = cli(tmp_path, *args, "--out", str(tmp_path / "none"), params="none.yaml")
-    assert "release (release): none named" in r.output and not list((tmp_path / "none/release").glob("*.png"))
+    assert "release: none named" in r.output and not list((tmp_path / "none/release").glob("*.png"))
     base["predict"].update(release_head=str(tmp_path / "release.pth"), release_sha256="0" * 64)
     write_params(tmp_path / "wrong.yaml", base)
     r = cli(tmp_path, *args, "--out", str(tmp_path / "wrong"), params="wrong.yaml", code=2)

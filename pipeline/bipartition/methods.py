@@ -44,16 +44,27 @@ def kmeans_bipartition(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Bipartitions:
-    masks: dict[str, np.ndarray]   # method -> (h, w) bool
-    fiedler: Fiedler
-    ipo: IPOResult
+    masks: dict[str, np.ndarray]   # method -> (h, w) bool, for the methods asked
+    fiedler: Fiedler | None        # NCut's eigenproblem, when NCut was solved here
+    ipo: IPOResult | None          # IPO's run, when IPO ran here
 
 
-def all_methods(features: np.ndarray, cls: np.ndarray, ncut_p: NCutParams = NCutParams(),
-                ipo_p: IPOParams = IPOParams(), kmeans_seed: int = 0) -> Bipartitions:
-    """Every method of ``METHODS`` on one (h, w, d) feature grid; NCut is solved once and refined by IPO."""
-    mask, fv = ncut(features, ncut_p, return_vector=True)
-    refined = ipo(features, mask, ipo_p)
-    masks = {"cls": cls_bipartition(features, cls), "kmeans": kmeans_bipartition(features, kmeans_seed),
-             "ncut": mask, "ncut_ipo": refined.mask}
+def bipartitions(features: np.ndarray, cls: np.ndarray, methods: tuple[str, ...] = METHODS,
+                 ncut_p: NCutParams = NCutParams(), ipo_p: IPOParams = IPOParams(), kmeans_seed: int = 0,
+                 ncut_mask: np.ndarray | None = None) -> Bipartitions:
+    """``methods`` (of ``METHODS``) on one (h, w, d) feature grid. NCut is solved at most once: IPO starts
+    from ``ncut_mask`` (NCut's mask of this grid, kept from an earlier run) when NCut itself is not asked,
+    else from NCut's mask solved here."""
+    masks, fv, refined = {}, None, None
+    if "cls" in methods:
+        masks["cls"] = cls_bipartition(features, cls)
+    if "kmeans" in methods:
+        masks["kmeans"] = kmeans_bipartition(features, kmeans_seed)
+    if "ncut" in methods or ("ncut_ipo" in methods and ncut_mask is None):
+        ncut_mask, fv = ncut(features, ncut_p, return_vector=True)
+        if "ncut" in methods:
+            masks["ncut"] = ncut_mask
+    if "ncut_ipo" in methods:
+        refined = ipo(features, ncut_mask, ipo_p)
+        masks["ncut_ipo"] = refined.mask
     return Bipartitions(masks, fv, refined)

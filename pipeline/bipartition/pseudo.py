@@ -1,11 +1,11 @@
-"""Pseudo-masks of a feature store (Sec. 3.1-3.2), their quality against ground truth (Table 3), and
-the full-size maps of every bipartition method for evaluation."""
+"""Pseudo-masks of a feature store (Sec. 3.1-3.2) with NCut's and IPO's statistics, their quality against
+ground truth (Table 3), and the masks upsampled to full-size maps for evaluation."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from pipeline.bipartition.methods import METHODS, all_methods
+from pipeline.bipartition.methods import METHODS, Bipartitions, bipartitions
 from pipeline.core import metrics
 from pipeline.core.datasets import load_mask
 from pipeline.core.maps import upsample
@@ -19,59 +19,76 @@ def mask_map(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return upsample(mask.astype(np.float32), size)
 
 
+STATS = {"ncut": ("eigenvalues", "degenerate", "fallback"),      # per image, of the methods that have them
+         "ncut_ipo": ("changed", "fg_fraction", "flipped")}
+
+
+def empty(methods: tuple[str, ...], n: int, grid: tuple[int, int], iters: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per method, ``masks`` (n, h, w) and the method's statistics (:data:`STATS`) of n images, to be filled
+    by :func:`record`."""
+    shapes = {"eigenvalues": ((n, 2), float), "degenerate": ((n,), bool), "fallback": ((n,), bool),
+              "changed": ((n, iters), np.int64), "fg_fraction": ((n, iters), float), "flipped": ((n, iters), bool)}
+    return {m: {"masks": np.zeros((n, *grid), bool), **{k: np.zeros(*shapes[k]) for k in STATS.get(m, ())}}
+            for m in methods}
+
+
+def record(out: dict[str, dict[str, np.ndarray]], j: int, b: Bipartitions) -> None:
+    """Row ``j`` of :func:`empty`'s arrays from one image's bipartitions (the methods ``out`` holds)."""
+    for m, arrays in out.items():
+        arrays["masks"][j] = b.masks[m]
+    if "ncut" in out:
+        o, f = out["ncut"], b.fiedler
+        o["eigenvalues"][j], o["degenerate"][j], o["fallback"][j] = f.eigenvalues[:2], f.degenerate, f.fallback
+    if "ncut_ipo" in out:
+        o, r = out["ncut_ipo"], b.ipo
+        o["changed"][j], o["fg_fraction"][j], o["flipped"][j] = r.changed, r.fg_fraction, r.flipped
+
+
 def pseudo_masks(store: FeatureStore, indices: list[int], ncut_p: NCutParams, ipo_p: IPOParams, kmeans_seed: int,
-                 gt_paths: list | None = None) -> dict:
-    """Masks of every method for store images ``indices`` plus NCut/IPO statistics; with ``gt_paths``
-    (one ground-truth mask per index) also each method's per-image scores (`metrics.image_scores`) of
-    the mask bilinearly upsampled to the image's original size."""
-    iters = ipo_p.iters
-    out = {m: np.zeros((len(indices), *store.grid), bool) for m in METHODS}
-    out.update(changed=np.zeros((len(indices), iters), np.int64), fg_fraction=np.zeros((len(indices), iters)),
-               flipped=np.zeros((len(indices), iters), bool), eigenvalues=np.zeros((len(indices), 2)),
-               degenerate=np.zeros(len(indices), bool), fallback=np.zeros(len(indices), bool))
-    scores = {m: [] for m in METHODS}
+                 gt_paths: list | None = None, methods: tuple[str, ...] = METHODS,
+                 ncut_masks: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per method of ``methods``, the masks of store images ``indices`` and that method's statistics
+    (:func:`empty`). IPO starts from ``ncut_masks`` (NCut's kept masks of ``indices``) when NCut is not among
+    ``methods``. With ``gt_paths`` (one ground-truth mask per index) also each method's per-image scores
+    (``score/<name>``, `metrics.image_scores`) of the mask bilinearly upsampled to the image's original size."""
+    out = empty(methods, len(indices), store.grid, ipo_p.iters)
+    scores = {m: [] for m in methods}
     sizes = store.sizes()
     for j, i in enumerate(indices):
-        b = all_methods(store.features(i), store.cls(i), ncut_p, ipo_p, kmeans_seed)
-        for m in METHODS:
-            out[m][j] = b.masks[m]
-        out["changed"][j], out["fg_fraction"][j], out["flipped"][j] = b.ipo.changed, b.ipo.fg_fraction, b.ipo.flipped
-        out["eigenvalues"][j] = b.fiedler.eigenvalues[:2]
-        out["degenerate"][j] = b.fiedler.degenerate
-        out["fallback"][j] = b.fiedler.fallback
+        b = bipartitions(store.features(i), store.cls(i), methods, ncut_p, ipo_p, kmeans_seed,
+                         None if ncut_masks is None else ncut_masks[j])
+        record(out, j, b)
         if gt_paths is not None:
             gt = load_mask(gt_paths[j])
-            for m in METHODS:
-                pred = metrics.to_uint8(mask_map(b.masks[m], sizes[i]))
-                scores[m].append(metrics.image_scores(pred, gt))
-    out["scores"] = scores
+            for m in methods:
+                scores[m].append(metrics.image_scores(metrics.to_uint8(mask_map(b.masks[m], sizes[i])), gt))
+    if gt_paths is not None and indices:
+        for m in methods:
+            out[m].update({f"score/{k}": np.stack([s[k] for s in scores[m]]) for k in scores[m][0]})
     return out
 
 
-def merge(parts: list[dict]) -> dict:
+def merge(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
     """Concatenate `pseudo_masks` results of consecutive index chunks."""
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "scores"}
-    merged["scores"] = {m: [s for p in parts for s in p["scores"][m]] for m in METHODS}
-    return merged
+    return {m: {k: np.concatenate([p[m][k] for p in parts]) for k in parts[0][m]} for m in parts[0]}
 
 
-def quality(scores: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
-    """Per method: F_max in both conventions (named apart), IoU, Acc of the upsampled pseudo-masks."""
+def image_scores(arrays: dict[str, np.ndarray]) -> list[dict]:
+    """The per-image scores (`metrics.image_scores` dicts) kept in one method's `pseudo_masks` arrays."""
+    keys = [k for k in arrays if k.startswith("score/")]
+    return [{k[len("score/"):]: arrays[k][j] for k in keys} for j in range(len(arrays["masks"]))] if keys else []
+
+
+def quality(result: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Per method with scores: F_max in each convention (named apart), IoU, Acc of the upsampled pseudo-masks."""
     keep = ("fmax_dataset", "fmax_image", "fmax_toolbox", "iou", "acc")
-    return {m: {k: v for k, v in metrics.aggregate(s).items() if k in keep} for m, s in scores.items() if s}
+    scored = {m: image_scores(a) for m, a in result.items()}
+    return {m: {k: v for k, v in metrics.aggregate(s).items() if k in keep} for m, s in scored.items() if s}
 
 
-def convergence(result: dict) -> pd.DataFrame:
-    """IPO convergence curve: per iteration, mean patches changed, foreground fraction, flip rate."""
-    t = np.arange(1, result["changed"].shape[1] + 1)
-    return pd.DataFrame({"iteration": t, "mean_changed": result["changed"].mean(0),
-                         "fg_fraction": result["fg_fraction"].mean(0), "flip_rate": result["flipped"].mean(0)})
-
-
-def bipartition_maps(features: np.ndarray, cls: np.ndarray, size: tuple[int, int], ncut_p: NCutParams,
-                     ipo_p: IPOParams, kmeans_seed: int) -> tuple[dict[str, np.ndarray], bool]:
-    """Full-size (H, W) float32 maps of every bipartition method (Tables 3-4), upsampled like the head's
-    probabilities (:func:`mask_map`), so one table holds the whole ablation; and whether NCut fell
-    back to the dense solver."""
-    b = all_methods(features, cls, ncut_p, ipo_p, kmeans_seed)
-    return {m: mask_map(b.masks[m], size) for m in METHODS}, b.fiedler.fallback
+def convergence(ipo_stats: dict[str, np.ndarray]) -> pd.DataFrame:
+    """IPO convergence curve from NCut + IPO's statistics: per iteration, mean patches changed, foreground
+    fraction, flip rate."""
+    t = np.arange(1, ipo_stats["changed"].shape[1] + 1)
+    return pd.DataFrame({"iteration": t, "mean_changed": ipo_stats["changed"].mean(0),
+                         "fg_fraction": ipo_stats["fg_fraction"].mean(0), "flip_rate": ipo_stats["flipped"].mean(0)})
