@@ -1,6 +1,6 @@
 """The ``selfment`` command: one subcommand per DVC stage, plus ``segment`` for your own images and
 ``configure`` to write params.yaml from presets, ``plan`` to see what a run will hold on disk,
-``compare`` to tell whether two runs really differ.
+``compare`` to tell whether two runs really differ, ``stores`` to list and prune the shared feature stores.
 
 Subcommands are imported on use, so a stage runs (and DVC tracks) only its own modules."""
 import importlib
@@ -24,6 +24,7 @@ COMMANDS = {
     "import-head": "stages.import_head:import_head",
     "compare": "stages.compare:compare",
     "spread": "stages.compare:spread",
+    "stores": "stages.stores:stores",
 }
 
 

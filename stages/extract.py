@@ -2,7 +2,13 @@
 
 An evaluation set's base view (its first resolution, unmirrored) is its own store; ``--views extra``
 writes every other inference view (docs/results.md "Beyond the paper") as ``<out>/<view>.zarr``, so adding a
-view never re-extracts the base store nor reruns the baselines that read it."""
+view never re-extracts the base store nor reruns the baselines that read it.
+
+Inside a DVC repository each store is written once into the shared store folder under its fingerprint, and
+``--out`` is a tree of hard links to it (:mod:`pipeline.features.shared`): params that a store does not depend on
+(a queued experiment's, another branch's) find it there and extract nothing; the model is loaded only when a
+shard is to be written."""
+import functools
 import shutil
 from pathlib import Path
 
@@ -10,9 +16,11 @@ import click
 
 from pipeline.core import datasets
 from pipeline.core.errors import PipelineError
+from pipeline.core.files import write_json
 from pipeline.core.runner import Dist, check_out_dir, claim_dir, stage
 from pipeline.features.backbone import backbone_info, load_backbone
 from pipeline.features.extract import extract_dataset, make_spec
+from pipeline.features.shared import link_tree, shared_root
 from pipeline.features.store import check_store_path
 from pipeline.features.views import View, set_views, view_store
 
@@ -43,7 +51,9 @@ def _no_stores(out: Path, folder: bool) -> None:
 @click.option("--views", type=click.Choice(["base", "extra"]), default="base", show_default=True,
               help="Evaluation set: its base view as one store, or every other view as stores in a folder.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Feature store (.zarr) or folder.")
-def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write each store's fingerprint here (JSON: output path -> fingerprint; `selfment stores`).")
+def extract(p, split: str, name: str | None, views: str, out: Path, manifest_path: Path | None) -> None:
     """Cache frozen-backbone patch features of a dataset in sharded Zarr stores (resumable).
 
     Everything cheap is checked before the weights are loaded: params, dataset pairing, every image
@@ -65,25 +75,51 @@ def extract(p, split: str, name: str | None, views: str, out: Path) -> None:
         d = Dist()
         if d.rank == 0:  # one process removes (under torchrun every rank runs this command)
             _no_stores(out, views == "extra")
+            if manifest_path:
+                write_json(manifest_path, {})
         d.barrier()
         d.close()
         return
-    info = backbone_info(b.name)
+    info = backbone_info(b.name, b.features)
     for path, view in stores.items():
         check_store_path(path)
         info.grid(view.resolution)
     datasets.validate(samples, min_side=info.patch_size)
     if views == "extra" and split == "eval":
         claim_dir(out)
-    backbone = load_backbone(b.name, b.dtype, b.device, features=b.features) if stores else None
+    root = shared_root(out)  # None outside a DVC repository: each store is written at its path
     d = Dist()
+    model = functools.cache(lambda: load_backbone(b.name, b.dtype, b.device, features=b.features))
+    manifest = {}
     try:
         for path, view in stores.items():
-            spec = make_spec(samples, backbone, view, p.store.images_per_shard, p.store.compressor, b.dtype)
-            written = extract_dataset(samples, backbone, path, spec, rank=d.rank, world_size=d.world_size,
+            spec = make_spec(samples, info, view, p.store.images_per_shard, p.store.compressor, b.dtype)
+            target = root / f"{spec.fingerprint()}.zarr" if root else path
+            if root and d.rank == 0:
+                _adopt(path, target, spec.fingerprint())
+            written = extract_dataset(samples, model, target, spec, rank=d.rank, world_size=d.world_size,
                                       barrier=d.barrier, batch_size=b.batch_size, workers=b.workers)
-            click.echo(f"{path}: {len(samples)} images, {spec.n_shards} shards ({written} written by rank {d.rank})")
+            linked = link_tree(target, path) if root and d.rank == 0 else 0
+            manifest[path.as_posix()] = spec.fingerprint()
+            click.echo(f"{path}: {len(samples)} images, {spec.n_shards} shards ({written} written by rank {d.rank})"
+                       + (f"; shared store {target.name[:12]}, {linked} files linked" if root and d.rank == 0 else ""))
     finally:
         d.close()
+    if manifest_path and d.rank == 0:
+        write_json(manifest_path, manifest)
     if not stores:
         click.echo(f"{out}: no view beyond the base one")
+
+
+def _adopt(path: Path, target: Path, fp: str) -> None:
+    """A complete store of fingerprint ``fp`` written at ``path`` before stores were shared moves to ``target``
+    (a rename, same file system) instead of being extracted again."""
+    if target.exists() or not path.is_dir() or (path / "zarr.json").stat().st_nlink > 1:
+        return
+    attrs = check_store_path(path)
+    if attrs.get("fingerprint") == fp and attrs.get("complete"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.rename(target)
+        except OSError:  # another file system: extracted again into the shared folder
+            pass

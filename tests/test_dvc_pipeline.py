@@ -1,6 +1,7 @@
 """The DVC workflow on a temporary git + DVC copy of the project (tiny random backbone, tiny demo)."""
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,10 +42,14 @@ def test_repro_runs_every_stage_then_is_a_no_op(project):
               "plots/figures/pr_demo.png", "plots/figures/ipo_convergence.png", "plots/figures/train_loss.png",
               "models/head.safetensors", "data/predictions/demo/head"]:
         assert (project / f).exists(), f
+    forwards = {}
     for stage in ALL_STAGES:  # every stage records where its wall time went (README "Benchmarks")
         t = json.loads((project / f"metrics/timing/{stage.replace('@', '.')}.json").read_text())
-        assert 0 < t["startup_s"] < t["wall_s"]
-        assert (0 < t.get("forward_s", 0) < t["wall_s"]) == stage.startswith(("extract_train", "extract_eval")), stage
+        assert 0 < t["startup_s"] < t["wall_s"] and t.get("forward_s", 0) < t["wall_s"]
+        forwards[stage] = t.get("forward_s", 0) > 0
+    # the demo trains and evaluates on the same images at the same resolution: one store, extracted once
+    assert sorted(s for s, f in forwards.items() if f) in (["extract_train"], ["extract_eval@demo"])
+    assert len(list((project / ".dvc/cache/selfment/stores").iterdir())) == 1
     again = run(["dvc", "repro"], project)
     assert "Running stage" not in again
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
@@ -83,12 +88,19 @@ def test_the_exported_model_reloaded_in_a_fresh_process_gives_predicts_maps_byte
 
 
 def test_each_store_is_on_disk_once_and_a_shard_deleted_by_hand_is_seen_and_rewritten(project):
-    """Stores are DVC outputs without cache (README "Disk"): no store byte is in .dvc/cache, `dvc status`
-    still sees a store changed by hand, and `dvc repro` rewrites exactly what is missing."""
+    """Stores are hard links to the shared store folder (docs/data.md "Stores shared by experiments"): no store
+    byte is in DVC's object cache, every output file is its shared store's, `dvc status` still sees a store
+    changed by hand, and `dvc repro` restores exactly what is missing."""
     stores = [project / "data/features/train.zarr", project / "data/features/eval/demo.zarr"]
     cached = {f.parent.name + f.name for f in (project / ".dvc/cache/files/md5").rglob("*") if f.is_file()}
     files = [f for s in stores for f in s.rglob("*") if f.is_file()]
     assert len(files) > 10 and not {hashlib.md5(f.read_bytes()).hexdigest() for f in files} & cached
+    shared = project / ".dvc/cache/selfment/stores"
+    for s in stores:
+        fp = FeatureStore(s).attrs["fingerprint"]
+        assert json.loads((project / "data/stores" / ("train.json" if s.name == "train.zarr" else "eval.demo.json"))
+                          .read_text()) == {str(s.relative_to(project)): fp}
+        assert all(os.path.samefile(f, shared / f"{fp}.zarr" / f.relative_to(s)) for f in s.rglob("*") if f.is_file())
     shard = project / "data/features/eval/demo.zarr/features/c/1/0/0"
     before = shard.read_bytes()
     shard.unlink()
@@ -215,13 +227,14 @@ def drawn_charts(page: Path) -> dict[str, dict]:
 
 
 def test_two_queued_experiments_run_at_once_give_the_results_of_the_runs_one_by_one(project):
-    """`dvc queue start -j 2`: two experiments at once, each in its own copy of the repository (stores
-    re-extracted there), end with exactly the metrics and intervals of baseline and iters1 (run before, one
-    after the other in the workspace, whose params now hold ipo.iters=1)."""
+    """`dvc queue start -j 2`: two experiments at once, each in its own copy of the repository, extract nothing
+    (their stores are linked from the shared folder) and end with exactly the metrics and intervals of
+    baseline and iters1 (run before, one after the other in the workspace, whose params now hold ipo.iters=1)."""
     import time
 
     import dvc.api
 
+    shared = sorted((project / ".dvc/cache/selfment/stores").iterdir())
     run(["dvc", "exp", "run", "--queue", "-n", "q-base", "-S", "ipo.iters=20"], project)
     run(["dvc", "exp", "run", "--queue", "-n", "q-iters1"], project)
     run(["dvc", "queue", "start", "-j", "2"], project)
@@ -230,6 +243,11 @@ def test_two_queued_experiments_run_at_once_give_the_results_of_the_runs_one_by_
         assert time.monotonic() < deadline, status
         time.sleep(3)
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "q-base"], project)
+    for queued in ("q-base", "q-iters1"):  # extract ran in each fresh copy, linked the stores, encoded nothing
+        for stage in ("extract_train", "extract_eval.demo"):
+            t = json.loads(dvc.api.read(f"metrics/timing/{stage}.json", repo=str(project), rev=queued))
+            assert "forward_s" not in t, (queued, stage, t)
+    assert sorted((project / ".dvc/cache/selfment/stores").iterdir()) == shared  # still one copy of each
     for queued, alone in (("q-base", "baseline"), ("q-iters1", "iters1")):
         for path in ("metrics/results.json", "metrics/pseudo_masks.json", "metrics/intervals.json"):
             results = [json.loads(dvc.api.read(path, repo=str(project), rev=r)) for r in (queued, alone)]

@@ -68,11 +68,15 @@ def forward_f16(backbone: Backbone, pixels: torch.Tensor) -> tuple[np.ndarray, n
     return patches.float().cpu().numpy().astype(np.float16), cls_tokens.float().cpu().numpy().astype(np.float16)
 
 
-def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWriter, shards: list[int], *,
-                   batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
-    """Compute and write the given shards that are not done yet; returns how many were written."""
+def extract_shards(samples: list[Sample], backbone: Backbone | Callable[[], Backbone], writer: StoreWriter,
+                   shards: list[int], *, batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
+    """Compute and write the given shards that are not done yet; returns how many were written. ``backbone``
+    may be a function that loads it, called only when a shard is to be written (a complete store costs no
+    model load)."""
     spec = writer.spec
     todo = writer.pending_shards(shards)
+    if todo and not isinstance(backbone, Backbone):
+        backbone = backbone()
     bar = tqdm(total=sum(len(spec.shard_range(k)) for k in todo), unit="img", disable=not progress,
                desc=f"extract {writer.path.name}")
     pending: Future | None = None
@@ -95,7 +99,7 @@ def extract_shards(samples: list[Sample], backbone: Backbone, writer: StoreWrite
     return len(todo)
 
 
-def extract_dataset(samples: list[Sample], backbone: Backbone, path, spec: StoreSpec, *,
+def extract_dataset(samples: list[Sample], backbone: Backbone | Callable[[], Backbone], path, spec: StoreSpec, *,
                     rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = lambda: None,
                     **kwargs) -> int:
     """Create or resume the store at ``path``; rank 0 creates and finalises, every rank writes its shards."""

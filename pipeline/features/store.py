@@ -221,7 +221,8 @@ class StoreWriter:
         missing = self.pending_shards(list(range(self.spec.n_shards)), verify=False)  # checked at the start
         if missing:
             raise StoreError(f"{self.path}: shards {missing} are not written; run extract again to resume")
-        self.root.attrs["complete"] = True
+        if not self.root.attrs.get("complete"):  # a complete store is left as it is (its files may be linked)
+            self.root.attrs["complete"] = True
 
 
 class FeatureStore:
