@@ -8,7 +8,6 @@ Inside a DVC repository each store is written once into the shared store folder 
 ``--out`` is a tree of hard links to it (:mod:`pipeline.features.shared`): params that a store does not depend on
 (a queued experiment's, another branch's) find it there and extract nothing; the model is loaded only when a
 shard is to be written."""
-import functools
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json
 from pipeline.core.runner import Dist, check_out_dir, claim_dir, stage
 from pipeline.features.backbone import backbone_info, load_backbone
-from pipeline.features.extract import extract_dataset, make_spec
+from pipeline.features.extract import Deferred, extract_dataset, make_spec
 from pipeline.features.shared import link_tree, shared_root
 from pipeline.features.store import check_store_path
 from pipeline.features.views import View, set_views, view_store
@@ -89,7 +88,7 @@ def extract(p, split: str, name: str | None, views: str, out: Path, manifest_pat
         claim_dir(out)
     root = shared_root(out)  # None outside a DVC repository: each store is written at its path
     d = Dist()
-    model = functools.cache(lambda: load_backbone(b.name, b.dtype, b.device, features=b.features))
+    model = Deferred(lambda: load_backbone(b.name, b.dtype, b.device, features=b.features))
     manifest = {}
     try:
         for path, view in stores.items():

@@ -1,4 +1,4 @@
-"""Fast bilateral solver (pipeline/core/postprocess.py): a planted object's edge recovered from a patch-level map."""
+"""Fast bilateral solver (pipeline/head/postprocess.py): a planted object's edge recovered from a patch-level map."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.maps import upsample
-from pipeline.core.postprocess import bilateral_solve
+from pipeline.head.postprocess import bilateral_solve
 
 H = W = 128
 PATCH = 8  # a 16 x 16 patch grid, as a ViT/16 sees a 256-px image

@@ -1,4 +1,4 @@
-"""Video I/O (pipeline/core/video.py): clips written here, probed and read back to the frame."""
+"""Video I/O (pipeline/head/video.py): clips written here, probed and read back to the frame."""
 from __future__ import annotations
 
 import wave
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.video import VideoInfo, VideoWriter, probe, read_frames, video_codec
+from pipeline.head.video import VideoInfo, VideoWriter, probe, read_frames, video_codec
 
 N, FPS = 24, 12
 

@@ -4,5 +4,6 @@ The typed params schema (:mod:`.params`), dataset layouts by name and image/mask
 :mod:`.datasets`, the synthetic demo set :mod:`.demo`), crash-safe writes and per-image tables (:mod:`.files`),
 what every stage shares: validated params, one-line errors, output ownership, resumable work units, torchrun
 groups, timings (:mod:`.runner`, :mod:`.errors`, :mod:`.timing`); and what more than one phase uses: feature
-normalisation (:mod:`.arrays`, paper Eq. 5), patch-grid maps to full-size PNGs (:mod:`.maps`) and the saliency
-metrics that score both the pseudo-masks and the final maps (:mod:`.metrics`)."""
+normalisation (:mod:`.arrays`, paper Eq. 5), patch-grid maps to full-size PNGs (:mod:`.maps`), a mask drawn on its
+image for people to look at (:mod:`.overlay`) and the saliency metrics that score both the pseudo-masks and the
+final maps (:mod:`.metrics`)."""

@@ -6,6 +6,7 @@ with the model. Under torchrun every rank writes its own whole shards (:func:`sh
 """
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,15 +69,25 @@ def forward_f16(backbone: Backbone, pixels: torch.Tensor) -> tuple[np.ndarray, n
     return patches.float().cpu().numpy().astype(np.float16), cls_tokens.float().cpu().numpy().astype(np.float16)
 
 
-def extract_shards(samples: list[Sample], backbone: Backbone | Callable[[], Backbone], writer: StoreWriter,
-                   shards: list[int], *, batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
-    """Compute and write the given shards that are not done yet; returns how many were written. ``backbone``
-    may be a function that loads it, called only when a shard is to be written (a complete store costs no
-    model load)."""
+class Deferred:
+    """A backbone loaded by ``load()`` when first needed, once: extraction asks for it only when a shard is to
+    be written, so a complete store costs no model load."""
+
+    def __init__(self, load: Callable[[], Backbone]):
+        self.load = load
+
+    @functools.cached_property
+    def backbone(self) -> Backbone:
+        return self.load()
+
+
+def extract_shards(samples: list[Sample], backbone: Backbone | Deferred, writer: StoreWriter, shards: list[int], *,
+                   batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
+    """Compute and write the given shards that are not done yet; returns how many were written."""
     spec = writer.spec
     todo = writer.pending_shards(shards)
-    if todo and not isinstance(backbone, Backbone):
-        backbone = backbone()
+    if todo and isinstance(backbone, Deferred):
+        backbone = backbone.backbone
     bar = tqdm(total=sum(len(spec.shard_range(k)) for k in todo), unit="img", disable=not progress,
                desc=f"extract {writer.path.name}")
     pending: Future | None = None
@@ -99,7 +110,7 @@ def extract_shards(samples: list[Sample], backbone: Backbone | Callable[[], Back
     return len(todo)
 
 
-def extract_dataset(samples: list[Sample], backbone: Backbone | Callable[[], Backbone], path, spec: StoreSpec, *,
+def extract_dataset(samples: list[Sample], backbone: Backbone | Deferred, path, spec: StoreSpec, *,
                     rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = lambda: None,
                     **kwargs) -> int:
     """Create or resume the store at ``path``; rank 0 creates and finalises, every rank writes its shards."""
