@@ -26,11 +26,11 @@ from pipeline.bipartition.kept import counters, method_keys, save_kept, split_ke
 from pipeline.bipartition.methods import bipartitions
 from pipeline.bipartition.pseudo import empty, mask_map, merge, record
 from pipeline.core import datasets
-from pipeline.core.datasets import Sample
+from pipeline.core.datasets import Sample, load_image
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json
 from pipeline.core.maps import save_mask, save_png
-from pipeline.core.params import MAP_METHODS, METHODS, RELEASE, BackboneParams, IPOParams, NCutParams
+from pipeline.core.params import MAP_METHODS, METHODS, RELEASE, BackboneParams, BilateralParams, IPOParams, NCutParams
 from pipeline.core.runner import (
     Resume,
     Work,
@@ -50,6 +50,7 @@ from pipeline.features.store import FeatureStore, StoreError
 from pipeline.features.views import View, set_views, view_store, views_folder
 from pipeline.head.coco import annotate, document
 from pipeline.head.model import fuse_views, load_head
+from pipeline.head.postprocess import bilateral_solve
 from pipeline.head.release import read_release
 
 GROUPS = {**{m: (m,) for m in METHODS}, "head": ("head",), RELEASE: (RELEASE,)}  # each stamped with its inputs
@@ -70,6 +71,7 @@ class PredictWork(Work):
     masks: tuple[str, float] | None = None          # binary masks (head): folder, foreground p > threshold
     coco: float | None = None                       # COCO annotations of the head's masks p > this threshold
     release_path: str | None = None                 # the released head's maps (None: none)
+    refine: tuple[list[str], BilateralParams] | None = None  # the heads' maps refined along each image's edges
 
     def open(self) -> None:
         self.head = load_head(self.head_path) if self.head_path else None
@@ -119,6 +121,12 @@ class PredictWork(Work):
                 maps["head"] = fuse_views(self.head, views, size)
             if self.release:
                 maps[RELEASE] = fuse_views(self.release, views, size)
+            if self.refine and (self.head or self.release):
+                paths, b = self.refine
+                pixels = load_image(paths[indices[k]])
+                for m in ("head", RELEASE):
+                    if m in maps:
+                        maps[m] = bilateral_solve(pixels, maps[m], **b.model_dump())
             for m, prob in maps.items():
                 save_png(prob, Path(self.out) / m / f"{stem}.png")
             if self.masks:
@@ -133,7 +141,8 @@ def _reads(o: dict) -> list[str]:
     bip = ["ncut", "ipo", "pseudo.kmeans_seed"] if o["maps"] not in ("head", RELEASE) else []
     if o["name"] is None:
         return bip
-    release = ["predict.release_head", "predict.release_sha256"] if o["maps"] != "bipartitions" else []
+    release = (["predict.release_head", "predict.release_sha256", "predict.postprocess", "predict.bilateral"]
+               if o["maps"] != "bipartitions" else [])
     return [*bip, *release, f"data.eval.{o['name']}", "predict.resolutions", "predict.hflip", "predict.cache_features",
             "backbone.name", "backbone.dtype", "backbone.features", "store",
             *(["predict.threshold"] if o["masks"] or o["coco"] else [])]
@@ -188,11 +197,15 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
         n = len(samples)
     mask_to = (str(masks), p.predict.threshold) if masks else None
     coco_at = p.predict.threshold if coco else None
+    # post-processing is in the heads' keys only when on: maps made without it keep their keys
+    refine = ((p.predict.postprocess, p.predict.bilateral) if ({"head", RELEASE} & set(groups))
+              and p.predict.postprocess != "none" else ())
     grid_keys = (method_keys(prints[0], p.ncut, p.ipo, p.pseudo.kmeans_seed)  # the base view's features
                  if set(groups) & set(METHODS) else {})
     keys = {g: grid_keys[g] if g in METHODS else
-            (fingerprint(prints, p.predict.release_sha256) if release else NO_RELEASE) if g == RELEASE else
-            fingerprint(prints, file_digest(head_path), *(mask_to or ()), *([str(coco), coco_at] if coco else []))
+            (fingerprint(prints, p.predict.release_sha256, *refine) if release else NO_RELEASE) if g == RELEASE else
+            fingerprint(prints, file_digest(head_path), *(mask_to or ()), *([str(coco), coco_at] if coco else []),
+                        *refine)
             for g in groups}
     if release and release[0].config["dim"] != (stores[0].dim if cached else info.hidden_size):
         raise PipelineError(f"{p.predict.release_head}: the released head takes {release[0].config['dim']}-wide "
@@ -227,7 +240,9 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
                            [(str(path), m) for path, m in paths] if cached else None,
                            None if cached else (samples, views, p.backbone), mask_to if "head" in todo else None,
                            coco_at if "head" in todo else None,
-                           p.predict.release_head if RELEASE in todo and release else None)
+                           p.predict.release_head if RELEASE in todo and release else None,
+                           ([str(s.image) for s in datasets.eval_samples(spec)], p.predict.bilateral)
+                           if refine and {"head", RELEASE} & set(todo) else None)
         # without a cache, units are the store's shards (the batches extraction forwards) in this process
         units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
         resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], compute, units))

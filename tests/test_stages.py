@@ -652,3 +652,35 @@ def test_a_released_head_is_a_method_of_predict_and_evaluate_and_pairs_with_the_
     run = {"ds": load_scores(tmp_path / "e.npz")}
     rows = compare_runs(_as(run, "release", "release:head"), _as(run, "head", "release:head"), 200, 0, 0.95, None)
     assert rows and all(r["delta"] == 0 and r["low"] == r["high"] == 0 for r in rows)
+
+
+def test_bilateral_post_processing_refines_the_heads_maps_and_nothing_else(setup, write_params):
+    """predict.postprocess: bilateral: the head's maps are the bilateral solver's refinement of the plain maps
+    along each image's edges; the baselines are kept (up to date), and the plain maps come back with `none`."""
+    from pipeline.core.metrics import to_uint8
+    from pipeline.head.postprocess import bilateral_solve
+
+    root = setup
+    pseudo(root, "p")
+    train(root, "pp")
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["predict"]["postprocess"] = "bilateral"
+    write_params(root / "params_bs.yaml", p)
+    args = ["predict", "--name", "ds", "--features", str(root / "train.zarr"), "--head",
+            str(root / "head_pp.safetensors"), "--out", str(root / "bs")]
+    cli(root, *args)
+    plain = {f.name: f.read_bytes() for f in (root / "bs/head").glob("*.png")}
+    r = cli(root, *args, params="params_bs.yaml")
+    assert "ncut_ipo: up to date; head: written" in r.output
+    store, head = FeatureStore(root / "train.zarr"), load_head(root / "head_pp.safetensors")
+    samples = resolve(DatasetSpec(root=str(root / "ds"), images="images", masks="masks"))
+    changed = 0
+    for i in range(len(store)):
+        pixels = load_image(samples[i].image)
+        expected = to_uint8(bilateral_solve(pixels, predict_map(head, store.features(i), pixels.shape[:2])))
+        got = (root / "bs/head" / f"{samples[i].stem}.png")
+        np.testing.assert_array_equal(np.asarray(Image.open(got)), expected)
+        changed += got.read_bytes() != plain[got.name]
+    assert changed >= 4  # the refinement moves the maps (random images: edges everywhere)
+    cli(root, *args)
+    assert {f.name: f.read_bytes() for f in (root / "bs/head").glob("*.png")} == plain

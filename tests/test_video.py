@@ -151,3 +151,13 @@ def test_bad_read_arguments(clip):
     path, _, _ = clip
     with pytest.raises(PipelineError, match="stride >= 1"):
         next(read_frames(path, stride=0))
+
+
+def test_a_lossless_video_decodes_to_the_exact_pixels_written(tmp_path):
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (49, 65), dtype=np.uint8) for _ in range(4)]  # noise: nothing to smooth
+    with VideoWriter(tmp_path / "m.mkv", 10, 65, 49, lossless=True) as w:
+        for f in frames:
+            w.write(f)
+    back = [f for _, batch in read_frames(tmp_path / "m.mkv", batch=2) for f in batch]
+    assert len(back) == 4 and all((b[..., 0] == f).all() and (b[..., 2] == f).all() for b, f in zip(back, frames))

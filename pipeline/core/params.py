@@ -181,6 +181,17 @@ class TrainParams(Group):
     cache_gb: float = _runtime(4.0, ge=0)            # keep decoded features in memory when the store fits
 
 
+class BilateralParams(Group):
+    """The fast bilateral solver (Barron and Poole 2016) with TokenCut's settings (docs/method.md
+    "Post-processing")."""
+    sigma_spatial: float = Field(16, gt=0)   # pixels per bilateral-grid cell
+    sigma_luma: float = Field(16, gt=0)      # luma levels per cell
+    sigma_chroma: float = Field(8, gt=0)     # chroma levels per cell
+    lam: float = Field(256, gt=0)            # smoothness against fidelity to the map
+    max_iter: int = Field(25, ge=1)          # conjugate-gradient iterations
+    tol: float = Field(1e-5, gt=0)           # their relative residual
+
+
 class PredictParams(Group):
     """Inference views (docs/results.md "Beyond the paper"): the head's maps at every resolution, and of the
     mirrored image when ``hflip``, upsampled to the image size and averaged. The first resolution is the
@@ -194,6 +205,9 @@ class PredictParams(Group):
     # and views; its sha256 makes a changed file a changed param (docs/release.md)
     release_head: str = ""
     release_sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+    # the head's maps refined along the image's edges (the release's option; the paper's recipe uses none)
+    postprocess: Literal["none", "bilateral"] = "none"
+    bilateral: BilateralParams = BilateralParams()
     workers: int = _runtime(2, ge=1)
     chunk_size: int = _runtime(16, ge=1)
 

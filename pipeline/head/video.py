@@ -38,6 +38,17 @@ def video_codec() -> str:
     return "libx264"
 
 
+@functools.cache
+def lossless_codec() -> str:
+    """The encoder of ``VideoWriter(lossless=True)``: H.264 in RGB at quantiser 0 (``libx264rgb``: every pixel
+    decodes exactly as written) where this PyAV build has it, else FFV1 (lossless too; Matroska only)."""
+    try:
+        av.Codec("libx264rgb", "w")
+    except av.codec.codec.UnknownCodecError:
+        return "ffv1"
+    return "libx264rgb"
+
+
 def _open(path: Path | str):
     try:
         container = av.open(str(path))
@@ -105,14 +116,15 @@ class VideoWriter:
     decodes. yuv420p halves the chroma in both directions, so H.264 cannot code an odd width or height in
     it (even its cropping moves in 2-px steps); an odd size is written in yuv444p instead (H.264 High 4:4:4:
     exact size and no padding, played by FFmpeg-based players, not by most browsers). The mpeg4 fallback
-    codes any size in yuv420p.
+    codes any size in yuv420p. ``lossless``: :func:`lossless_codec` (maps and masks, which are data: each
+    frame decodes to the exact pixels written; FFmpeg-based players show them, browsers do not).
     """
 
-    def __init__(self, path: Path | str, fps: Fraction | float, width: int, height: int):
+    def __init__(self, path: Path | str, fps: Fraction | float, width: int, height: int, lossless: bool = False):
         self.path, self.width, self.height = Path(path), int(width), int(height)
         if self.width < 1 or self.height < 1 or fps <= 0:
             raise PipelineError(f"{self.path}: video size {width}x{height} at {fps} fps is not valid")
-        self.codec = video_codec()
+        self.codec = lossless_codec() if lossless else video_codec()
         odd = self.width % 2 or self.height % 2
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f"{self.path.stem}.tmp{self.path.suffix}")
@@ -122,7 +134,10 @@ class VideoWriter:
             raise PipelineError(f"{self.path}: cannot write a video here ({exc})") from None
         self._stream = self._container.add_stream(self.codec, rate=Fraction(fps).limit_denominator(1_000_000))
         self._stream.width, self._stream.height = self.width, self.height
-        self._stream.pix_fmt = "yuv444p" if self.codec == "libx264" and odd else "yuv420p"
+        self._stream.pix_fmt = ("rgb24" if self.codec == "libx264rgb" else "bgr0" if self.codec == "ffv1" else
+                                "yuv444p" if self.codec == "libx264" and odd else "yuv420p")
+        if self.codec == "libx264rgb":
+            self._stream.options = {"qp": "0"}  # lossless
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
