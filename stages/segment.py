@@ -1,24 +1,54 @@
-"""``selfment segment``: saliency maps (or binary object masks) for your own images, a thin wrapper of
-:class:`~pipeline.head.segmenter.Segmenter` (features on the fly): a model directory (``--model``, stage export)
-or a head file with the params' backbone and views (``--head``)."""
+"""``selfment segment``: saliency maps (or binary object masks) for your own images or a video clip, a thin
+wrapper of :class:`~pipeline.head.segmenter.Segmenter` (features on the fly): a model directory (``--model``,
+stage export) or a head file with the params' backbone and views (``--head``). ``--overlay`` also draws each
+mask on its image; ``--postprocess bilateral`` refines each map along the image's edges (docs/own-images.md).
+
+A clip (any file PyAV decodes: .mp4, .mov, .webm, .mkv, ...) gives three videos at its size: the map and the
+binary mask, lossless (each frame decodes to exactly the map ``segment`` writes for that frame), and the
+overlay in H.264 for people to look at. Frames are decoded and forwarded a batch at a time (memory bounded
+whatever the length); finished batches are kept, so a killed run resumes; under ``torchrun`` the ranks share
+the batches and rank 0 writes the videos in order."""
 from __future__ import annotations
 
 import sys
+import zlib
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import click
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from pipeline.core.datasets import DatasetError
 from pipeline.core.errors import PipelineError
-from pipeline.core.files import write_json
+from pipeline.core.files import atomic_write, write_json
 from pipeline.core.maps import save_mask, save_png
-from pipeline.core.runner import Resume, Work, chunked, claim_dir, file_digest, fingerprint, run_units, stage
+from pipeline.core.metrics import to_uint8
+from pipeline.core.overlay import overlay
+from pipeline.core.params import BilateralParams
+from pipeline.core.runner import (
+    Dist,
+    Resume,
+    Unit,
+    Work,
+    chunked,
+    claim_dir,
+    file_digest,
+    fingerprint,
+    run_units,
+    stage,
+)
 from pipeline.features.backbone import backbone_info
 from pipeline.head.coco import annotate, document
 from pipeline.head.model import load_head
+from pipeline.head.postprocess import bilateral_solve
 from pipeline.head.segmenter import Segmenter, load_segmenter
+from pipeline.head.video import VideoWriter, probe, read_frames
+
+VIDEO = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
 
 
 @dataclass
@@ -31,6 +61,8 @@ class SegmentWork(Work):
     images: list[str]
     out: str
     binary: bool          # 0/255 masks (p > the model's threshold) instead of maps
+    overlay: bool = False  # also <stem>.overlay.jpg: the mask drawn on the image
+    refine: BilateralParams | None = None  # maps refined by the bilateral solver
 
     def open(self) -> None:
         self.segmenter = (load_segmenter(self.model, **self.config) if self.model else
@@ -49,11 +81,22 @@ class SegmentWork(Work):
             decoded.append((len(results), path, pixels, size))
             results.append((None, note, None))
         maps = seg.maps([(pixels, size) for _, _, pixels, size in decoded], self.batch_size, self.device)
-        for (k, path, _, _), prob in zip(decoded, maps):
+        for (k, path, pixels, size), prob in zip(decoded, maps):
+            if self.refine or self.overlay:
+                pixels = at_size(pixels, size)
+            prob = bilateral_solve(pixels, prob, **self.refine.model_dump()) if self.refine else prob
             out = Path(self.out) / f"{Path(path).stem}.png"
             save_mask(prob, seg.threshold, out) if self.binary else save_png(prob, out)
+            if self.overlay:
+                drawn = Image.fromarray(overlay(pixels, prob, seg.threshold))
+                atomic_write(out.with_suffix(".overlay.jpg"), lambda f: drawn.save(f, format="JPEG", quality=90))
             results[k] = (None, results[k][1], annotate(prob, seg.threshold))
         return results
+
+
+def at_size(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The decoded pixels at the map's (H, W) (a huge JPEG is decoded at a reduced scale)."""
+    return pixels if pixels.shape[:2] == tuple(size) else np.asarray(Image.fromarray(pixels).resize(size[::-1]))
 
 
 def _reads(o: dict) -> tuple[str, ...]:
@@ -73,8 +116,17 @@ def _reads(o: dict) -> tuple[str, ...]:
               help="0/255 object masks (foreground where p > the threshold) instead of saliency maps.")
 @click.option("--coco", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the masks as COCO-style JSON (RLE, one annotation per image) to this file.")
+@click.option("--overlay", "draw", is_flag=True, help="Also OUT/<stem>.overlay.jpg: the mask drawn on the image.")
+@click.option("--postprocess", type=click.Choice(["none", "bilateral"]), default="none", show_default=True,
+              help="Refine each map along the image's edges (the fast bilateral solver, TokenCut's settings).")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="Video: the first frame.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Video: at most this many frames.")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Video: every k-th frame.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True),
+              help="Video: the outputs' frame rate (default: the clip's divided by --stride).")
 def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | None, out: Path,
-            backbone: str | None, resolution: int | None, binary: bool, coco: Path | None) -> None:
+            backbone: str | None, resolution: int | None, binary: bool, coco: Path | None, draw: bool,
+            postprocess: str, start: int, max_frames: int | None, stride: int, fps: float | None) -> None:
     """Write OUT/<stem>.png for every image (the views fused) at the image's size as viewers show it (EXIF
     orientation applied); unreadable files are reported, skipped, and make the exit status 1 once the
     others are done. An interrupted run resumes."""
@@ -97,11 +149,19 @@ def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | N
     info = backbone_info(seg.backbone_name)
     for v in seg.views:
         info.grid(v.resolution)
+    refine = BilateralParams() if postprocess == "bilateral" else None
+    key = fingerprint(source, seg.backbone_name, seg.dtype, seg.features, seg.views, seg.threshold,
+                      *([refine] if refine else []))
+    if any(i.suffix.lower() in VIDEO for i in images):
+        if len(images) > 1:
+            raise PipelineError("segment takes one video at a time, or images")
+        segment_video(seg, images[0], out, p.backbone.device, p.backbone.batch_size, refine, key,
+                      range(start, probe(images[0]).frames, stride)[:max_frames], fps)
+        return
     work = SegmentWork(str(model) if model else None, str(head_path) if head_path else None, config, p.backbone.device,
-                       p.backbone.batch_size, [str(i) for i in images], str(out), binary)
+                       p.backbone.batch_size, [str(i) for i in images], str(out), binary, draw, refine)
     units = chunked(range(len(images)), p.backbone.batch_size)  # a unit: one forward per view
-    resume = Resume(out, fingerprint(source, seg.backbone_name, seg.dtype, seg.features, seg.views, seg.threshold, binary,
-                                     [str(i) for i in images], [u.uid for u in units]))
+    resume = Resume(out, fingerprint(key, binary, draw, [str(i) for i in images], [u.uid for u in units]))
     results = [r for unit in run_units(work, units, resume, desc="segment") for r in unit]
     resume.close()
     skipped = [reason for reason, _, _ in results if reason]
@@ -117,3 +177,76 @@ def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | N
                f"{len(skipped)} skipped" + (f"; COCO masks in {coco}" if coco else ""))
     if skipped:
         sys.exit(1)
+
+
+def segment_video(seg: Segmenter, clip: Path, out: Path, device: str, batch_size: int,
+                  refine: BilateralParams | None, key: str, frames: range, fps: float | None) -> None:
+    """OUT/<stem>.map.mkv, .mask.mkv (lossless) and .overlay.mp4 of the clip's ``frames`` (see the module
+    docstring). A unit is one batch of consecutive selected frames: its maps and masks are kept, compressed, in
+    the resume state of the rank that made it (rank k % world size takes unit k)."""
+    info = probe(clip)
+    if not frames:
+        raise PipelineError(f"{clip}: no frame selected (it has {info.frames}; --start {frames.start})")
+    if info.has_audio:
+        click.echo(f"note: {clip}: its audio is not copied into the outputs", err=True)
+    rate = Fraction(fps).limit_denominator(1001000) if fps else info.fps / frames.step
+    units = chunked(range(len(frames)), batch_size)
+    d = Dist()
+    key = fingerprint(key, file_digest(clip), frames.start, frames.step, len(frames), [u.uid for u in units])
+    state = Resume(out / clip.stem, fingerprint(key, d.rank, d.world_size))
+    mine = [u for k, u in enumerate(units) if k % d.world_size == d.rank and not state.done(u.uid)]
+    bar = tqdm(total=sum(u.size for u in mine), desc=f"segment {clip.name}", unit="frame", disable=d.rank != 0)
+
+    def selected():  # (position among the selected frames, RGB frame)
+        for indices, batch in read_frames(clip, frames.start, len(frames), frames.step, batch_size):
+            yield from zip(((i - frames.start) // frames.step for i in indices), batch)
+
+    unit_of = {pos: u for u in mine for pos in u.args[0]}
+    pending: list[np.ndarray] = []
+    for pos, frame in selected():
+        if pos in unit_of:
+            pending.append(frame)
+            if pos == unit_of[pos].args[0][-1]:
+                state.save(unit_of[pos].uid, pack(seg, pending, batch_size, device, refine))
+                bar.update(len(pending))
+                pending = []
+    bar.close()
+    d.barrier()
+    try:
+        if d.rank == 0:
+            states = [state] + [Resume(out / clip.stem, fingerprint(key, r, d.world_size), owner=False)
+                                for r in range(1, d.world_size)]
+            _write_videos(seg, clip, out, rate, info, units, states, selected())
+    finally:
+        d.barrier()
+        state.close()
+        d.close()
+    click.echo(f"{out}: {clip.stem}.map.mkv, {clip.stem}.mask.mkv, {clip.stem}.overlay.mp4 ({len(frames)} frames, "
+               f"{info.width}x{info.height}, {float(rate):g} fps)")
+
+
+def pack(seg: Segmenter, frames: list[np.ndarray], batch_size: int, device: str,
+         refine: BilateralParams | None) -> bytes:
+    """The uint8 maps and the masks (p > threshold) of ``frames``, one compressed blob (the resume state)."""
+    maps = list(seg.maps([(f, f.shape[:2]) for f in frames], batch_size, device))
+    if refine:
+        maps = [bilateral_solve(f, m, **refine.model_dump()) for f, m in zip(frames, maps)]
+    both = np.stack([np.stack([to_uint8(m), (m > seg.threshold).astype(np.uint8) * 255]) for m in maps])
+    return zlib.compress(both.tobytes(), 1)
+
+
+def _write_videos(seg: Segmenter, clip: Path, out: Path, rate: Fraction, info, units: list[Unit],
+                  states: list[Resume], frames) -> None:
+    shape = (2, info.height, info.width)
+    with (VideoWriter(out / f"{clip.stem}.map.mkv", rate, info.width, info.height, lossless=True) as maps,
+          VideoWriter(out / f"{clip.stem}.mask.mkv", rate, info.width, info.height, lossless=True) as masks,
+          VideoWriter(out / f"{clip.stem}.overlay.mp4", rate, info.width, info.height) as drawn):
+        unit = {pos: (k, u) for k, u in enumerate(units) for pos in u.args[0]}
+        for pos, frame in frames:
+            k, u = unit[pos]
+            if pos == u.args[0][0]:
+                both = np.frombuffer(zlib.decompress(states[k % len(states)].load(u.uid)), np.uint8).reshape(-1, *shape)
+            m, b = both[pos - u.args[0][0]]
+            maps.write(m)
+            masks.write(b)
+            drawn.write(overlay(frame, m / 255, seg.threshold))
