@@ -32,7 +32,7 @@ from pipeline.core.files import write_json
 from pipeline.core.maps import save_mask, save_png
 from pipeline.core.params import MAP_METHODS, METHODS, RELEASE, BackboneParams, BilateralParams, IPOParams, NCutParams
 from pipeline.core.runner import (
-    Resume,
+    Dist,
     Work,
     check_out_dir,
     chunked,
@@ -41,7 +41,7 @@ from pipeline.core.runner import (
     fingerprint,
     finish,
     finished,
-    run_units,
+    run_shared,
     stage,
 )
 from pipeline.features.backbone import backbone_info, load_backbone
@@ -219,16 +219,24 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
     for g in groups:  # every folder is checked before any is written
         for f in folders[g]:
             check_out_dir(f)
-    # a bipartition method's maps and its kept masks go together: either missing recomputes both
+    # a bipartition method's maps and its kept masks go together: either missing recomputes both. Every rank
+    # reads what is done before rank 0 changes anything, so all agree on the work
     stems = stores[0].stems if cached else [s.stem for s in samples]
-    kept, missing = split_kept(claim_dir(out / GRIDS), grid_keys, stems) if grid_keys else ({}, [])
+    kept, missing = split_kept(out / GRIDS, grid_keys, stems) if grid_keys else ({}, [])
     todo = [g for g in groups if not all(finished(f, keys[g]) for f in folders[g]) or g in missing
             or (g == "head" and coco and not coco.is_file())]
-    for g in todo:
-        for f in folders[g]:
-            claim_dir(f, keys[g])
-    if RELEASE in todo and not release:  # no released head: an empty folder that says so (a DVC output)
-        finish(out / RELEASE, NO_RELEASE)
+    d = Dist()
+    d.barrier()
+    if d.rank == 0:
+        if grid_keys:
+            claim_dir(out / GRIDS)
+        for g in todo:
+            for f in folders[g]:
+                claim_dir(f, keys[g])
+        if RELEASE in todo and not release:  # no released head: an empty folder that says so (a DVC output)
+            finish(out / RELEASE, NO_RELEASE)
+    d.barrier()
+    if RELEASE in todo and not release:
         todo.remove(RELEASE)
     maps_of = tuple(m for m in METHODS if m in todo)
     compute = [m for m in missing if m in maps_of or m == "ncut" and "ncut_ipo" in maps_of]
@@ -243,23 +251,27 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
                            p.predict.release_head if RELEASE in todo and release else None,
                            ([str(s.image) for s in datasets.eval_samples(spec)], p.predict.bilateral)
                            if refine and {"head", RELEASE} & set(todo) else None)
-        # without a cache, units are the store's shards (the batches extraction forwards) in this process
+        # without a cache, units are the store's shards (the batches extraction forwards), one process per rank
         units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
-        resume = Resume(out / "+".join(todo), fingerprint([keys[g] for g in todo], compute, units))
-        results = run_units(work, units, resume, workers=p.predict.workers if cached else 1,
-                            desc=f"predict {'+'.join(todo)} {out.name}")
-        if compute:
-            computed = merge([grids for grids, _ in results])
-            for m in compute:
-                save_kept(out / GRIDS, m, grid_keys[m], stems, computed[m])
-        if coco and "head" in todo:
-            files = {s.stem: s.image.name for s in (datasets.eval_samples(spec) if cached else samples)}
-            write_json(coco, document([(files[stem], ann) for _, anns in results for stem, ann in anns], coco_at,
-                                      f"evaluation set {name}, head {head_path.name}"))
-        resume.close()
-        for g in todo:
-            for f in folders[g]:
-                finish(f, keys[g])
+        results, close = run_shared(work, units, out / "+".join(todo), fingerprint([keys[g] for g in todo], compute,
+                                    units), d, workers=p.predict.workers if cached and d.world_size == 1 else 1,
+                                    desc=f"predict {'+'.join(todo)} {out.name}")
+        if d.rank == 0:
+            if compute:
+                computed = merge([grids for grids, _ in results])
+                for m in compute:
+                    save_kept(out / GRIDS, m, grid_keys[m], stems, computed[m])
+            if coco and "head" in todo:
+                files = {s.stem: s.image.name for s in (datasets.eval_samples(spec) if cached else samples)}
+                write_json(coco, document([(files[stem], ann) for _, anns in results for stem, ann in anns],
+                                          coco_at, f"evaluation set {name}, head {head_path.name}"))
+            for g in todo:
+                for f in folders[g]:
+                    finish(f, keys[g])
+        close()
+    d.close()
+    if d.rank != 0:
+        return
     fallbacks = int(computed["ncut"]["fallback"].sum()) if "ncut" in computed else 0
     if metrics_path:
         write_json(metrics_path, {name or out.name: {"computed": counters({m: n for m in compute}),

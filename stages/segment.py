@@ -119,7 +119,8 @@ def _reads(o: dict) -> tuple[str, ...]:
 @click.option("--overlay", "draw", is_flag=True, help="Also OUT/<stem>.overlay.jpg: the mask drawn on the image.")
 @click.option("--postprocess", type=click.Choice(["none", "bilateral"]), default="none", show_default=True,
               help="Refine each map along the image's edges (the fast bilateral solver, TokenCut's settings).")
-@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="Video: the first frame.")
+@click.option("--first-frame", "start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Video: the first frame (from 0).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Video: at most this many frames.")
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Video: every k-th frame.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True),
@@ -186,7 +187,7 @@ def segment_video(seg: Segmenter, clip: Path, out: Path, device: str, batch_size
     the resume state of the rank that made it (rank k % world size takes unit k)."""
     info = probe(clip)
     if not frames:
-        raise PipelineError(f"{clip}: no frame selected (it has {info.frames}; --start {frames.start})")
+        raise PipelineError(f"{clip}: no frame selected (it has {info.frames}; --first-frame {frames.start})")
     if info.has_audio:
         click.echo(f"note: {clip}: its audio is not copied into the outputs", err=True)
     rate = Fraction(fps).limit_denominator(1001000) if fps else info.fps / frames.step

@@ -55,7 +55,7 @@ def test_a_clip_gives_three_videos_whose_frames_are_segments_maps_and_a_killed_r
     import stages.segment as stage
 
     d, seg = model
-    out = segment(tmp_path, write_params, clip, "--model", d, "--out", tmp_path / "v", "--start", 1, "--stride", 2)
+    out = segment(tmp_path, write_params, clip, "--model", d, "--out", tmp_path / "v", "--first-frame", 1, "--stride", 2)
     assert "10 frames, 64x48, 6 fps" in out
     selected = [f for _, batch in read_frames(clip, 1, None, 2) for f in batch]
     for name in ("walk.map.mkv", "walk.mask.mkv", "walk.overlay.mp4"):
@@ -81,11 +81,11 @@ def test_a_clip_gives_three_videos_whose_frames_are_segments_maps_and_a_killed_r
 
     monkeypatch.setattr(stage, "pack", killed_in_third_unit)
     with pytest.raises(RuntimeError, match="killed"):
-        segment(tmp_path, write_params, clip, "--model", d, "--out", tmp_path / "k", "--start", 1, "--stride", 2)
+        segment(tmp_path, write_params, clip, "--model", d, "--out", tmp_path / "k", "--first-frame", 1, "--stride", 2)
     assert not (tmp_path / "k/walk.map.mkv").exists()
     calls.clear()
     monkeypatch.setattr(stage, "pack", lambda *a: (calls.append(1), real(*a))[1])
-    segment(tmp_path, write_params, clip, "--model", d, "--out", tmp_path / "k", "--start", 1, "--stride", 2)
+    segment(tmp_path, write_params, clip, "--model", d, "--out", tmp_path / "k", "--first-frame", 1, "--stride", 2)
     assert len(calls) == 3  # units 3, 4, 5 of 5: the first two were kept
     for name in ("walk.map.mkv", "walk.mask.mkv"):
         assert all((a == b).all() for a, b in zip(frames_of(tmp_path / "k" / name), frames_of(tmp_path / "v" / name)))

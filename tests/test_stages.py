@@ -1,6 +1,9 @@
 """Stage commands on a small on-disk dataset with a tiny random backbone (CliRunner, in process):
 results equal the library's, interrupted runs resume, cheap checks come first, user folders survive."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -431,6 +434,18 @@ def test_without_a_feature_cache_every_map_is_byte_identical_and_no_store_is_wri
     r = run(False, "predict", "--name", "ds", "--features", str(base), "--head", str(head), "--out", str(outs[False]),
             "--masks", str(tmp_path / "masks_False"))
     assert "cls: up to date; kmeans: up to date; ncut: up to date; ncut_ipo: up to date; head: up to date" in r.output
+    # under torchrun the two ranks share the images (one shard each in turn): the same bytes as one process
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python"]
+    r = subprocess.run([*torchrun, "selfment", "predict", "--params", str(tmp_path / "False.yaml"), "--name", "ds",
+                        "--features", str(base), "--head", str(head), "--out", str(tmp_path / "pred_tr"),
+                        "--masks", str(tmp_path / "masks_tr")], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("head: written") == 1  # rank 0 reports
+    for m in METHODS:
+        for f in sorted((outs[False] / m).glob("*.png")):
+            assert f.read_bytes() == (tmp_path / "pred_tr" / m / f.name).read_bytes(), (m, f.name)
+    assert not list((tmp_path / "pred_tr").glob(".*.partial"))
     # the exported model (the same views and batches) gives predict's maps byte for byte
     run(True, "export", "--head", str(head), "--out", str(tmp_path / "model"))
     images = sorted(str(f) for f in (root / "ds/images").iterdir())

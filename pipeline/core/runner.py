@@ -357,6 +357,30 @@ def run_units(work: Work, units: Sequence[Unit], resume: Resume, *, workers: int
     return [resume.load(u.uid) for u in units]
 
 
+def run_shared(work: Work, units: Sequence[Unit], output: Path | str, key: str, dist: Dist, *, workers: int = 1,
+               desc: str = "") -> tuple[list | None, Callable[[], None]]:
+    """:func:`run_units` across torchrun ranks (one or many nodes; a single process without torchrun): rank r
+    takes units r, r + world, ... into its own resume state beside ``output`` (keyed by ``key``, its rank and
+    the world size, so a killed rank resumes its own units); after a barrier rank 0 gets every unit's result
+    in order (the other ranks None). Call the returned function once rank 0 has written what it gathers: it
+    waits for rank 0 and forgets this rank's state. The state folder must be on a file system every node
+    sees (docs/params.md "Several machines")."""
+    state = Resume(output, fingerprint(key, dist.rank, dist.world_size))
+    run_units(work, units[dist.rank::dist.world_size], state, workers=workers, desc=desc)
+    dist.barrier()
+    results = None
+    if dist.rank == 0:
+        states = [state] + [Resume(output, fingerprint(key, r, dist.world_size), owner=False)
+                            for r in range(1, dist.world_size)]
+        results = [states[k % dist.world_size].load(u.uid) for k, u in enumerate(units)]
+
+    def close() -> None:
+        dist.barrier()
+        state.close()
+
+    return results, close
+
+
 def chunked(indices: Sequence[int], size: int) -> list[Unit]:
     """Units of ``size`` consecutive indices each, named by their first and last index."""
     return [Unit(f"{c[0]:06d}-{c[-1]:06d}", (list(c),), len(c))
