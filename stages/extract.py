@@ -97,7 +97,7 @@ def extract(p, split: str, name: str | None, views: str, out: Path, manifest_pat
             if root and d.rank == 0:
                 _adopt(path, target, spec.fingerprint())
             written = extract_dataset(samples, model, target, spec, rank=d.rank, world_size=d.world_size,
-                                      barrier=d.barrier, batch_size=b.batch_size, workers=b.workers)
+                                      barrier=d.barrier, batch_size=b.batch_size, workers=b.workers, label=path.name)
             linked = link_tree(target, path) if root and d.rank == 0 else 0
             manifest[path.as_posix()] = spec.fingerprint()
             click.echo(f"{path}: {len(samples)} images, {spec.n_shards} shards ({written} written by rank {d.rank})"

@@ -253,10 +253,11 @@ def predict(p, maps: str, features: Path, name: str | None, head_path: Path | No
                            if refine and {"head", RELEASE} & set(todo) else None)
         # without a cache, units are the store's shards (the batches extraction forwards), one process per rank
         units = chunked(range(n), p.predict.chunk_size if cached else p.store.images_per_shard)
-        results, close = run_shared(work, units, out / "+".join(todo), fingerprint([keys[g] for g in todo], compute,
+        gather, close = run_shared(work, units, out / "+".join(todo), fingerprint([keys[g] for g in todo], compute,
                                     units), d, workers=p.predict.workers if cached and d.world_size == 1 else 1,
                                     desc=f"predict {'+'.join(todo)} {out.name}")
         if d.rank == 0:
+            results = list(gather())
             if compute:
                 computed = merge([grids for grids, _ in results])
                 for m in compute:

@@ -10,12 +10,12 @@ whatever the length); finished batches are kept, so a killed run resumes; under 
 the batches and rank 0 writes the videos in order."""
 from __future__ import annotations
 
+import os
 import sys
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import click
 import numpy as np
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline.core.datasets import DatasetError
 from pipeline.core.errors import PipelineError
-from pipeline.core.files import atomic_write, write_json
+from pipeline.core.files import atomic_write
 from pipeline.core.maps import save_mask, save_png
 from pipeline.core.metrics import to_uint8
 from pipeline.core.overlay import overlay
@@ -38,11 +38,12 @@ from pipeline.core.runner import (
     claim_dir,
     file_digest,
     fingerprint,
-    run_units,
+    run_shared,
     stage,
 )
 from pipeline.features.backbone import backbone_info
-from pipeline.head.coco import annotate, document
+from pipeline.head.coco import annotate, write_document
+from pipeline.head.corpus import read_unit, repeated, write_list
 from pipeline.head.model import load_head
 from pipeline.head.postprocess import bilateral_solve
 from pipeline.head.segmenter import Segmenter, load_segmenter
@@ -58,39 +59,51 @@ class SegmentWork(Work):
     config: dict          # the Segmenter's config (with --head) or the entries replaced (with --model)
     device: str
     batch_size: int
-    images: list[str]
+    listing: str          # the inputs: "path<TAB>output name" lines (pipeline.head.corpus)
+    repeated: set[int]    # lines whose output name an earlier line has: skipped
     out: str
     binary: bool          # 0/255 masks (p > the model's threshold) instead of maps
-    overlay: bool = False  # also <stem>.overlay.jpg: the mask drawn on the image
+    overlay: bool = False  # also <name>.overlay.jpg: the mask drawn on the image
     refine: BilateralParams | None = None  # maps refined by the bilateral solver
 
     def open(self) -> None:
         self.segmenter = (load_segmenter(self.model, **self.config) if self.model else
                           Segmenter.from_head(load_head(self.head_path), **self.config))
+        self.root = Path(self.out).resolve()
 
-    def __call__(self, indices: list[int]) -> list[tuple[str | None, str | None, dict | None]]:
-        """Write the maps of ``images[indices]`` (one forward per view for all of them); per image (the reason
-        it was skipped, a note, its COCO annotation), each or None."""
+    def __call__(self, offset: int, first: int, count: int) -> list[tuple[str, str | None, str | None, dict | None]]:
+        """Write the maps of the ``count`` listed images from line ``first`` (at byte ``offset``; one forward per
+        view for all of them); per image (its file name for COCO, the reason it was skipped, a note, its COCO
+        annotation)."""
         seg, decoded, results = self.segmenter, [], []
-        for path in (self.images[i] for i in indices):
-            try:
-                pixels, size, note = seg.decode(path)
-            except DatasetError as exc:
-                results.append((str(exc), None, None))
-                continue
-            decoded.append((len(results), path, pixels, size))
-            results.append((None, note, None))
+        for k, (path, name) in enumerate(read_unit(Path(self.listing), offset, count)):
+            target = Path(self.out) / name
+            reason = (f"{path}: its output name {name} is an earlier input's; skipped" if first + k in self.repeated
+                      else None)
+            if reason is None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.parent.resolve().is_relative_to(self.root):  # a link inside --out pointing out
+                    reason = f"{path}: {name} would be written outside {self.out} through a link; skipped"
+            if reason is None:
+                try:
+                    pixels, size, note = seg.decode(path)
+                except DatasetError as exc:
+                    reason = str(exc)
+            # the image's name for COCO: its output name with its own suffix (relative to where it was found)
+            results.append((str(PurePosixPath(name).with_suffix(Path(path).suffix)), reason, None if reason else note,
+                            None))
+            if reason is None:
+                decoded.append((len(results) - 1, target, pixels, size))
         maps = seg.maps([(pixels, size) for _, _, pixels, size in decoded], self.batch_size, self.device)
-        for (k, path, pixels, size), prob in zip(decoded, maps):
+        for (k, target, pixels, size), prob in zip(decoded, maps):
             if self.refine or self.overlay:
                 pixels = at_size(pixels, size)
             prob = bilateral_solve(pixels, prob, **self.refine.model_dump()) if self.refine else prob
-            out = Path(self.out) / f"{Path(path).stem}.png"
-            save_mask(prob, seg.threshold, out) if self.binary else save_png(prob, out)
+            save_mask(prob, seg.threshold, target) if self.binary else save_png(prob, target)
             if self.overlay:
                 drawn = Image.fromarray(overlay(pixels, prob, seg.threshold))
-                atomic_write(out.with_suffix(".overlay.jpg"), lambda f: drawn.save(f, format="JPEG", quality=90))
-            results[k] = (None, results[k][1], annotate(prob, seg.threshold))
+                atomic_write(target.with_suffix(".overlay.jpg"), lambda f: drawn.save(f, format="JPEG", quality=90))
+            results[k] = (*results[k][:3], annotate(prob, seg.threshold))
         return results
 
 
@@ -105,7 +118,9 @@ def _reads(o: dict) -> tuple[str, ...]:
 
 
 @stage("segment", reads=_reads)
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1)
+@click.option("--list", "list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A text file of image paths, one per line (relative ones: to its folder).")
 @click.option("--model", type=click.Path(path_type=Path), help="Model directory (stage export: models/).")
 @click.option("--head", "head_path", type=click.Path(path_type=Path),
               help="Or a trained head, with backbone.name and predict.* of the params.")
@@ -125,7 +140,7 @@ def _reads(o: dict) -> tuple[str, ...]:
 @click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True, help="Video: every k-th frame.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True),
               help="Video: the outputs' frame rate (default: the clip's divided by --stride).")
-def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | None, out: Path,
+def segment(p, images: tuple[str, ...], list_file: Path | None, model: Path | None, head_path: Path | None, out: Path,
             backbone: str | None, resolution: int | None, binary: bool, coco: Path | None, draw: bool,
             postprocess: str, start: int, max_frames: int | None, stride: int, fps: float | None) -> None:
     """Write OUT/<stem>.png for every image (the views fused) at the image's size as viewers show it (EXIF
@@ -143,9 +158,6 @@ def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | N
                   "resolutions": list(pr.resolutions),
                   "hflip": pr.hflip, "threshold": pr.threshold, **overrides}
         seg, source = Segmenter.from_head(load_head(head_path), **config), file_digest(head_path)
-    twice = [s for s, n in Counter(i.stem for i in images).items() if n > 1]
-    if twice:
-        raise PipelineError(f"two input images share the stem {twice[0]!r}: their maps would overwrite each other")
     out = claim_dir(out)
     info = backbone_info(seg.backbone_name)
     for v in seg.views:
@@ -153,29 +165,54 @@ def segment(p, images: tuple[Path, ...], model: Path | None, head_path: Path | N
     refine = BilateralParams() if postprocess == "bilateral" else None
     key = fingerprint(source, seg.backbone_name, seg.dtype, seg.features, seg.views, seg.threshold,
                       *([refine] if refine else []))
-    if any(i.suffix.lower() in VIDEO for i in images):
-        if len(images) > 1:
+    if any(Path(i).suffix.lower() in VIDEO for i in images):
+        if len(images) > 1 or list_file:
             raise PipelineError("segment takes one video at a time, or images")
-        segment_video(seg, images[0], out, p.backbone.device, p.backbone.batch_size, refine, key,
-                      range(start, probe(images[0]).frames, stride)[:max_frames], fps)
+        clip = Path(images[0])
+        segment_video(seg, clip, out, p.backbone.device, p.backbone.batch_size, refine, key,
+                      range(start, probe(clip).frames, stride)[:max_frames], fps)
         return
+    if not images and not list_file:
+        raise PipelineError("segment needs images, folders, glob patterns or --list FILE")
+    d = Dist()
+    # the inputs, listed once per set of arguments (rank 0; a rerun reuses the list, so it resumes)
+    listing = out / f".inputs-{fingerprint(images, str(list_file))[:16]}.txt"
+    unit = p.backbone.batch_size  # a unit: one forward per view
+    if d.rank == 0 and not listing.with_suffix(".npy").is_file():  # the offsets, written last: the list is whole
+        tmp = listing.with_name(f"{listing.name}.{os.getpid()}.tmp")
+        n, offsets = write_list(list(images), list_file, tmp, unit)
+        tmp.replace(listing)
+        atomic_write(listing.with_suffix(".npy"), lambda f: np.save(f, np.append(offsets, n)))  # offsets, count
+    d.barrier()
+    offsets = np.load(listing.with_suffix(".npy"))
+    n, offsets = int(offsets[-1]), offsets[:-1]
+    units = [Unit(f"{k:09d}", (int(o), k * unit, min(unit, n - k * unit)), min(unit, n - k * unit))
+             for k, o in enumerate(offsets)]
     work = SegmentWork(str(model) if model else None, str(head_path) if head_path else None, config, p.backbone.device,
-                       p.backbone.batch_size, [str(i) for i in images], str(out), binary, draw, refine)
-    units = chunked(range(len(images)), p.backbone.batch_size)  # a unit: one forward per view
-    resume = Resume(out, fingerprint(key, binary, draw, [str(i) for i in images], [u.uid for u in units]))
-    results = [r for unit in run_units(work, units, resume, desc="segment") for r in unit]
-    resume.close()
-    skipped = [reason for reason, _, _ in results if reason]
-    if coco:
-        done = [(Path(path).name, ann) for path, (_, _, ann) in zip(images, results) if ann]
-        write_json(coco, document(done, seg.threshold, f"{len(done)} images segmented with {model or head_path}"))
-    for _, note, _ in results:
-        if note:
-            click.echo(f"note: {note}", err=True)
-    for reason in skipped:
-        click.echo(f"skipped: {reason}", err=True)
-    click.echo(f"{out}: {len(images) - len(skipped)} {'masks' if binary else 'maps'} written, "
-               f"{len(skipped)} skipped" + (f"; COCO masks in {coco}" if coco else ""))
+                       p.backbone.batch_size, str(listing), repeated(listing), str(out), binary, draw, refine)
+    gather, close = run_shared(work, units, out, fingerprint(key, binary, draw, file_digest(listing), n), d,
+                               desc="segment")
+    skipped = written = 0
+    if d.rank == 0:
+        for unit_results in gather():
+            for _, reason, note, _ in unit_results:
+                if note:
+                    click.echo(f"note: {note}", err=True)
+                if reason:
+                    click.echo(f"skipped: {reason}", err=True)
+                skipped += bool(reason)
+                written += not reason
+        if coco:
+            write_document(coco, lambda: ((name, ann) for r in gather() for name, _, _, ann in r if ann),
+                           seg.threshold, f"{written} images segmented with {model or head_path}")
+        listing.unlink()
+        listing.with_suffix(".npy").unlink()
+    close()
+    d.close()
+    if d.rank != 0:
+        return
+    click.echo(f"{out}: {written} {'masks' if binary else 'maps'} written, {skipped} skipped"
+               + (f"; COCO masks in {coco}" if coco else ""))
     if skipped:
         sys.exit(1)
 
@@ -194,7 +231,8 @@ def segment_video(seg: Segmenter, clip: Path, out: Path, device: str, batch_size
     units = chunked(range(len(frames)), batch_size)
     d = Dist()
     key = fingerprint(key, file_digest(clip), frames.start, frames.step, len(frames), [u.uid for u in units])
-    state = Resume(out / clip.stem, fingerprint(key, d.rank, d.world_size))
+    keys = [fingerprint(key, r, d.world_size) for r in range(d.world_size)]
+    state = Resume(out / clip.stem, keys[d.rank], siblings=keys)
     mine = [u for k, u in enumerate(units) if k % d.world_size == d.rank and not state.done(u.uid)]
     bar = tqdm(total=sum(u.size for u in mine), desc=f"segment {clip.name}", unit="frame", disable=d.rank != 0)
 
@@ -215,8 +253,7 @@ def segment_video(seg: Segmenter, clip: Path, out: Path, device: str, batch_size
     d.barrier()
     try:
         if d.rank == 0:
-            states = [state] + [Resume(out / clip.stem, fingerprint(key, r, d.world_size), owner=False)
-                                for r in range(1, d.world_size)]
+            states = [state] + [Resume(out / clip.stem, k, owner=False) for k in keys[1:]]
             _write_videos(seg, clip, out, rate, info, units, states, selected())
     finally:
         d.barrier()

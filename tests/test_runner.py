@@ -3,7 +3,7 @@ user's, and command options that survive torchrun's argument parser."""
 import pytest
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.runner import STAMP, Resume, Unit, Work, check_out_dir, chunked, claim_dir, run_units
+from pipeline.core.runner import STAMP, Resume, Unit, Work, check_out_dir, chunked, claim_dir, fingerprint, run_units
 from stages.cli import main
 
 
@@ -143,3 +143,18 @@ def test_sections_add_up_and_the_process_age_runs_from_its_start():
     age = timing.process_age()
     time.sleep(0.05)
     assert 0.04 <= timing.process_age() - age < 0.5 and age > 0
+
+
+def test_a_ranks_unlocked_state_is_never_swept_by_a_sibling_rank_but_another_runs_is(tmp_path):
+    """Under torchrun each rank keeps its units in its own state; a rank starting first must not take a sibling's
+    finished units (left unlocked by a killed job) for stale state, while a run of other inputs' state is."""
+    from pipeline.core.runner import _unlock
+
+    keys, other = [fingerprint("run", r, 2) for r in range(2)], fingerprint("other")
+    for k in (other, keys[1]):
+        left = Resume(tmp_path / "out", k, siblings=keys if k in keys else ())
+        left.save("u1", [1])
+        _unlock(left.root / f"{k[:16]}.lock")  # as a killed process leaves it
+    assert not (tmp_path / f".out.partial/{other[:16]}").exists()  # swept by rank 1: another run's, ended
+    Resume(tmp_path / "out", keys[0], siblings=keys)
+    assert Resume(tmp_path / "out", keys[1], siblings=keys).done("u1")

@@ -24,7 +24,7 @@ import os
 import pickle
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,8 +192,9 @@ class Resume:
     still going (another process writing into the same output with other inputs) is left alone: each
     run holds a lock on its key while it lives, and only unlocked state is stale."""
 
-    def __init__(self, output: Path | str, key: str, owner: bool = True):
-        """``owner``: this process clears stale state and may write (``False``: another rank reads it)."""
+    def __init__(self, output: Path | str, key: str, owner: bool = True, siblings: Iterable[str] = ()):
+        """``owner``: this process clears stale state and may write (``False``: another rank reads it);
+        ``siblings``: the keys of the other ranks of the same run, whose state is never stale."""
         output = Path(output)
         self.root = output.parent / f".{output.name}.partial"
         self.dir = self.root / key[:16]
@@ -203,8 +204,9 @@ class Resume:
         if _try_lock(self.root / f"{key[:16]}.lock") is None:
             raise PipelineError(f"{output}: another run with the same inputs is writing it now; wait for it to end")
         self.dir.mkdir(exist_ok=True)  # only once locked: an unlocked state folder is always stale
+        keep = {self.dir.name, *(k[:16] for k in siblings)}
         for stale in self.root.iterdir():  # state of another configuration, whose run has ended
-            if stale.is_dir() and stale != self.dir and _try_lock(self.root / f"{stale.name}.lock"):
+            if stale.is_dir() and stale.name not in keep and _try_lock(self.root / f"{stale.name}.lock"):
                 shutil.rmtree(stale, ignore_errors=True)
                 (self.root / f"{stale.name}.lock").unlink(missing_ok=True)
                 _unlock(self.root / f"{stale.name}.lock")
@@ -313,12 +315,12 @@ def _call(args: tuple):
 
 
 def run_units(work: Work, units: Sequence[Unit], resume: Resume, *, workers: int = 1, desc: str = "",
-              unit: str = "img") -> list:
+              unit: str = "img", keep: bool = True) -> list | None:
     """Results of ``work`` on every unit, in order. Finished units (from an interrupted run) are loaded
     from ``resume``; the others run in ``workers`` processes of one thread each: this one, which takes
     units from the back of the list at once, and ``workers - 1`` spawned ones, which take them from the
     front once they have imported what they need (~1.6 s each). Each result is saved as soon as it is
-    done."""
+    done; ``keep=False`` returns None instead of loading them all."""
     todo = [u for u in units if not resume.done(u.uid)]
     total = sum(u.size for u in units)
     bar = tqdm(total=total, initial=total - sum(u.size for u in todo), desc=desc, unit=unit)
@@ -354,31 +356,33 @@ def run_units(work: Work, units: Sequence[Unit], resume: Resume, *, workers: int
                 limits.restore_original_limits()
     finally:
         bar.close()
-    return [resume.load(u.uid) for u in units]
+    return [resume.load(u.uid) for u in units] if keep else None
 
 
 def run_shared(work: Work, units: Sequence[Unit], output: Path | str, key: str, dist: Dist, *, workers: int = 1,
-               desc: str = "") -> tuple[list | None, Callable[[], None]]:
+               desc: str = "") -> tuple[Callable[[], Iterator] | None, Callable[[], None]]:
     """:func:`run_units` across torchrun ranks (one or many nodes; a single process without torchrun): rank r
     takes units r, r + world, ... into its own resume state beside ``output`` (keyed by ``key``, its rank and
-    the world size, so a killed rank resumes its own units); after a barrier rank 0 gets every unit's result
-    in order (the other ranks None). Call the returned function once rank 0 has written what it gathers: it
-    waits for rank 0 and forgets this rank's state. The state folder must be on a file system every node
-    sees (docs/params.md "Several machines")."""
-    state = Resume(output, fingerprint(key, dist.rank, dist.world_size))
-    run_units(work, units[dist.rank::dist.world_size], state, workers=workers, desc=desc)
+    the world size, so a killed rank resumes its own units); after a barrier rank 0 gets a function that
+    yields every unit's result in order, loading one at a time (the other ranks get None). Call the returned
+    ``close`` once rank 0 has written what it gathers: it waits for rank 0 and forgets this rank's state. The
+    state folder must be on a file system every node sees (docs/params.md "Several machines")."""
+    keys = [fingerprint(key, r, dist.world_size) for r in range(dist.world_size)]
+    state = Resume(output, keys[dist.rank], siblings=keys)
+    run_units(work, units[dist.rank::dist.world_size], state, workers=workers, desc=desc, keep=False)
     dist.barrier()
-    results = None
+    gather = None
     if dist.rank == 0:
-        states = [state] + [Resume(output, fingerprint(key, r, dist.world_size), owner=False)
-                            for r in range(1, dist.world_size)]
-        results = [states[k % dist.world_size].load(u.uid) for k, u in enumerate(units)]
+        states = [state] + [Resume(output, k, owner=False) for k in keys[1:]]
+
+        def gather() -> Iterator:
+            return (states[k % dist.world_size].load(u.uid) for k, u in enumerate(units))
 
     def close() -> None:
         dist.barrier()
         state.close()
 
-    return results, close
+    return gather, close
 
 
 def chunked(indices: Sequence[int], size: int) -> list[Unit]:

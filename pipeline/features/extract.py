@@ -82,14 +82,14 @@ class Deferred:
 
 
 def extract_shards(samples: list[Sample], backbone: Backbone | Deferred, writer: StoreWriter, shards: list[int], *,
-                   batch_size: int = 8, workers: int = 4, progress: bool = True) -> int:
+                   batch_size: int = 8, workers: int = 4, progress: bool = True, label: str | None = None) -> int:
     """Compute and write the given shards that are not done yet; returns how many were written."""
     spec = writer.spec
     todo = writer.pending_shards(shards)
     if todo and isinstance(backbone, Deferred):
         backbone = backbone.backbone
     bar = tqdm(total=sum(len(spec.shard_range(k)) for k in todo), unit="img", disable=not progress,
-               desc=f"extract {writer.path.name}")
+               desc=f"extract {label or writer.path.name}")
     pending: Future | None = None
     with ThreadPoolExecutor(workers) as loaders, ThreadPoolExecutor(1) as saver:
         for k in todo:

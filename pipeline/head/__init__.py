@@ -3,4 +3,4 @@
 (:mod:`.losses`, Eq. 10-13), training and self-training rounds (:mod:`.train`), the trained model as a Hugging
 Face model directory (:mod:`.segmenter`), the authors' released head read as this project's
 (:mod:`.release`), object masks as COCO JSON (:mod:`.coco`), the bilateral solver that may refine a map
-(:mod:`.postprocess`) and video files in and out (:mod:`.video`). Imports the core and the features phase."""
+(:mod:`.postprocess`), video files in and out (:mod:`.video`) and the inputs of a corpus (:mod:`.corpus`). Imports the core and the features phase."""
