@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.core import timing
 from pipeline.core.datasets import DatasetError
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write
@@ -86,7 +87,8 @@ class SegmentWork(Work):
                     reason = f"{path}: {name} would be written outside {self.out} through a link; skipped"
             if reason is None:
                 try:
-                    pixels, size, note = seg.decode(path)
+                    with timing.section("decode"):
+                        pixels, size, note = seg.decode(path)
                 except DatasetError as exc:
                     reason = str(exc)
             # the image's name for COCO: its output name with its own suffix (relative to where it was found)
@@ -98,12 +100,15 @@ class SegmentWork(Work):
         for (k, target, pixels, size), prob in zip(decoded, maps):
             if self.refine or self.overlay:
                 pixels = at_size(pixels, size)
-            prob = bilateral_solve(pixels, prob, **self.refine.model_dump()) if self.refine else prob
-            save_mask(prob, seg.threshold, target) if self.binary else save_png(prob, target)
-            if self.overlay:
-                drawn = Image.fromarray(overlay(pixels, prob, seg.threshold))
-                atomic_write(target.with_suffix(".overlay.jpg"), lambda f: drawn.save(f, format="JPEG", quality=90))
-            results[k] = (*results[k][:3], annotate(prob, seg.threshold))
+            if self.refine:
+                with timing.section("postprocess"):
+                    prob = bilateral_solve(pixels, prob, **self.refine.model_dump())
+            with timing.section("write"):  # the map (or mask), the overlay, the COCO annotation
+                save_mask(prob, seg.threshold, target) if self.binary else save_png(prob, target)
+                if self.overlay:
+                    drawn = Image.fromarray(overlay(pixels, prob, seg.threshold))
+                    atomic_write(target.with_suffix(".overlay.jpg"), lambda f: drawn.save(f, format="JPEG", quality=90))
+                results[k] = (*results[k][:3], annotate(prob, seg.threshold))
         return results
 
 

@@ -24,6 +24,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from PIL import Image, ImageOps
 from torch import nn
 
+from pipeline.core import timing
 from pipeline.core.datasets import load_photo, rgb_pixels
 from pipeline.core.errors import PipelineError
 from pipeline.features.backbone import Backbone, load_backbone, preprocess
@@ -124,10 +125,13 @@ class Segmenter(nn.Module, PyTorchModelHubMixin, library_name="selfment", pipeli
         backbone = self.backbone(device)
         for s in range(0, len(images), batch_size):
             batch = images[s : s + batch_size]
-            features = [forward_f16(backbone, torch.from_numpy(np.stack([preprocess(px, *v) for px, _ in batch])))[0]
-                        for v in self.views]
+            with timing.section("forward"):  # resize, normalise, the backbone, to host memory
+                features = [forward_f16(backbone, torch.from_numpy(np.stack([preprocess(px, *v) for px, _ in batch])))[0]
+                            for v in self.views]
             for k, (_, size) in enumerate(batch):
-                yield fuse_views(self.head, [(f[k], v.hflip) for f, v in zip(features, self.views)], size)
+                with timing.section("head"):  # the head on every view, upsampled and fused
+                    fused = fuse_views(self.head, [(f[k], v.hflip) for f, v in zip(features, self.views)], size)
+                yield fused
 
     def predict(self, images: Iterable[Photo], batch_size: int = 4, device: str = "auto") -> list[Segmentation]:
         """Segment photos (paths, PIL images or RGB uint8 arrays): a probability map and a binary mask each,
