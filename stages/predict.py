@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.bipartition.kept import counters, method_keys, save_kept, split_kept
 from pipeline.bipartition.methods import bipartitions
 from pipeline.bipartition.pseudo import empty, mask_map, merge, record
-from pipeline.core import datasets
+from pipeline.core import datasets, timing
 from pipeline.core.datasets import Sample, load_image
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import write_json
@@ -126,7 +126,8 @@ class PredictWork(Work):
                 pixels = load_image(paths[indices[k]])
                 for m in ("head", RELEASE):
                     if m in maps:
-                        maps[m] = bilateral_solve(pixels, maps[m], **b.model_dump())
+                        with timing.section("postprocess"):
+                            maps[m] = bilateral_solve(pixels, maps[m], **b.model_dump())
             for m, prob in maps.items():
                 save_png(prob, Path(self.out) / m / f"{stem}.png")
             if self.masks:
