@@ -91,6 +91,28 @@ def test_a_clip_gives_three_videos_whose_frames_are_segments_maps_and_a_killed_r
         assert all((a == b).all() for a, b in zip(frames_of(tmp_path / "k" / name), frames_of(tmp_path / "v" / name)))
 
 
+def test_under_torchrun_the_ranks_share_the_frames_and_rank_0_writes_the_same_videos(model, clip, tmp_path,
+                                                                                       write_params):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    d, _ = model
+    params = write_params(tmp_path / "params.yaml", {"backbone": {"batch_size": 2, "device": "cpu"}})
+    args = ["segment", "--params", str(params), str(clip), "--model", str(d), "--first-frame", "1", "--stride", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(Path(sys.executable).parent / "selfment"), *args, "--out", str(tmp_path / "one")], env=env,
+                   check=True, capture_output=True)
+    r = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2",
+                        "--no-python", "selfment", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("walk.map.mkv", "walk.mask.mkv"):
+        one, two = frames_of(tmp_path / "one" / name), frames_of(tmp_path / "two" / name)
+        assert len(one) == len(two) == 10 and all((a == b).all() for a, b in zip(one, two)), name
+
+
 def test_photos_get_overlays_and_bilateral_refinement(model, tmp_path, write_params):
     d, seg = model
     pixels = np.tile(np.linspace(30, 120, 52, dtype=np.uint8), (40, 1))[..., None].repeat(3, 2)
