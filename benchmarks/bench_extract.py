@@ -72,7 +72,7 @@ def main() -> None:
     feats = np.stack([st.features(i) for i in range(len(st))])
     cls, sizes = np.stack([st.cls(i) for i in range(len(st))]), st.sizes()
     raw_mb = feats.nbytes / 1e6
-    print(f"\n| codec | bytes/image | ratio | write MB/s | read ms/image |\n|---|---|---|---|---|")
+    print("\n| codec | bytes/image | ratio | write MB/s | read ms/image |\n|---|---|---|---|---|")
     for name, codec in CODECS.items():
         path = tmp / f"{name}.zarr"
         s = make_spec(samples, backbone, View(a.resolution), a.images_per_shard, codec, a.dtype)

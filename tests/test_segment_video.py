@@ -61,9 +61,9 @@ def test_a_clip_gives_three_videos_whose_frames_are_segments_maps_and_a_killed_r
     for name in ("walk.map.mkv", "walk.mask.mkv", "walk.overlay.mp4"):
         info = probe(tmp_path / "v" / name)
         assert (info.frames, info.width, info.height, info.fps) == (10, 64, 48, 6), name
-    maps = [to_uint8(m) for m in seg.maps([(f, f.shape[:2]) for f in selected], 2, "cpu")]
-    probs = list(seg.maps([(f, f.shape[:2]) for f in selected], 2, "cpu"))
-    for got, m, p in zip(frames_of(tmp_path / "v/walk.map.mkv"), maps, probs):
+    probs = list(seg.maps([(f, f.shape[:2]) for f in selected], 2, "cpu"))  # segment's maps of the decoded frames
+    maps = [to_uint8(p) for p in probs]
+    for got, m in zip(frames_of(tmp_path / "v/walk.map.mkv"), maps):
         np.testing.assert_array_equal(got[..., 0], m)   # lossless: the exact map
     for got, p in zip(frames_of(tmp_path / "v/walk.mask.mkv"), probs):
         np.testing.assert_array_equal(got[..., 0], (p > 0.5) * 255)

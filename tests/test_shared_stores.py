@@ -4,7 +4,6 @@ unused stores listed and pruned."""
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -273,7 +273,7 @@ def test_views_are_extracted_once_each_and_the_head_map_is_their_mean(setup, tmp
     pseudo(root, "p")
     train(root, "v")
     spec = {"root": str(root / "ds"), "images": "images", "masks": "masks"}
-    params = write_params(tmp_path / "params.yaml", {
+    write_params(tmp_path / "params.yaml", {
         "data": {"train": {"dataset": spec}, "eval": {"ds": spec}},
         "backbone": {"name": str(tiny_model_dir), "resolution": 112, "device": "cpu"},
         "predict": {"resolutions": [112, 56], "hflip": True, "chunk_size": 2, "workers": 1}})
