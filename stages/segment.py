@@ -48,7 +48,7 @@ from pipeline.head.corpus import read_unit, repeated, write_list
 from pipeline.head.model import load_head
 from pipeline.head.postprocess import bilateral_solve
 from pipeline.head.segmenter import Segmenter, load_segmenter
-from pipeline.head.video import VideoWriter, probe, read_frames
+from pipeline.head.video import VideoWriter, lossless_codec, probe, read_frames, video_codec
 
 VIDEO = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
 
@@ -232,6 +232,9 @@ def segment_video(seg: Segmenter, clip: Path, out: Path, device: str, batch_size
         raise PipelineError(f"{clip}: no frame selected (it has {info.frames}; --first-frame {frames.start})")
     if info.has_audio:
         click.echo(f"note: {clip}: its audio is not copied into the outputs", err=True)
+    if video_codec() != "libx264" or lossless_codec() != "libx264rgb":
+        click.echo(f"note: this PyAV has no H.264 encoder: the overlay is {video_codec()}, the map and mask "
+                   f"{lossless_codec()}", err=True)
     rate = Fraction(fps).limit_denominator(1001000) if fps else info.fps / frames.step
     units = chunked(range(len(frames)), batch_size)
     d = Dist()
