@@ -148,9 +148,11 @@ def _reads(o: dict) -> tuple[str, ...]:
 def segment(p, images: tuple[str, ...], list_file: Path | None, model: Path | None, head_path: Path | None, out: Path,
             backbone: str | None, resolution: int | None, binary: bool, coco: Path | None, draw: bool,
             postprocess: str, start: int, max_frames: int | None, stride: int, fps: float | None) -> None:
-    """Write OUT/<stem>.png for every image (the views fused) at the image's size as viewers show it (EXIF
-    orientation applied); unreadable files are reported, skipped, and make the exit status 1 once the
-    others are done. An interrupted run resumes."""
+    """Write a map for every image (the views fused) at the image's size as viewers show it (EXIF orientation
+    applied): IMAGES are files, folders, glob patterns and ``--list`` files, each map at OUT/<its path relative to
+    where it was found>.png (pipeline/head/corpus.py); unreadable files are reported, skipped, and make the exit
+    status 1 once the others are done. An interrupted run resumes; under torchrun the ranks share the images. One
+    video file instead gives three videos (see the module docstring)."""
     if (model is None) == (head_path is None):
         raise PipelineError("segment needs exactly one of --model DIR and --head FILE")
     overrides = {**({"backbone": backbone} if backbone else {}), **({"resolutions": [resolution]} if resolution else {})}
