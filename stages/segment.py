@@ -44,7 +44,7 @@ from pipeline.core.runner import (
 )
 from pipeline.features.backbone import backbone_info
 from pipeline.head.coco import annotate, write_document
-from pipeline.head.corpus import read_unit, repeated, write_list
+from pipeline.head.corpus import Batches, read_unit, repeated, write_list
 from pipeline.head.model import load_head
 from pipeline.head.postprocess import bilateral_solve
 from pipeline.head.segmenter import Segmenter, load_segmenter
@@ -193,8 +193,7 @@ def segment(p, images: tuple[str, ...], list_file: Path | None, model: Path | No
     d.barrier()
     offsets = np.load(listing.with_suffix(".npy"))
     n, offsets = int(offsets[-1]), offsets[:-1]
-    units = [Unit(f"{k:09d}", (int(o), k * unit, min(unit, n - k * unit)), min(unit, n - k * unit))
-             for k, o in enumerate(offsets)]
+    units = Batches(offsets, n, unit)
     work = SegmentWork(str(model) if model else None, str(head_path) if head_path else None, config, p.backbone.device,
                        p.backbone.batch_size, str(listing), repeated(listing), str(out), binary, draw, refine)
     gather, close = run_shared(work, units, out, fingerprint(key, binary, draw, file_digest(listing), n), d,

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import PAUSE_HARNESS
 from PIL import Image
 
-from pipeline.head.corpus import OUTSIDE, output_name, read_unit, repeated, write_list
+from pipeline.head.corpus import OUTSIDE, Batches, output_name, read_unit, repeated, write_list
 from pipeline.head.model import Head
 from pipeline.head.segmenter import Segmenter
 from stages.cli import main
@@ -46,6 +46,10 @@ def test_a_listing_streams_folders_globs_and_list_files_with_unit_offsets(tmp_pa
                                                       "c/a/x.png", f"{OUTSIDE}/abs/elsewhere/z.png", "c/a/x.png"]
     assert len(offsets) == 4 and read_unit(listing, int(offsets[2]), 2) == lines[4:6]
     assert repeated(listing) == {7}  # the second c/a/x.png: the first is kept
+    units = Batches(offsets, n, 2)  # made on demand; a rank's share is a view
+    assert len(units) == 4 and units[2].args == (int(offsets[2]), 4, 2) and units[2].uid == "000000002"
+    assert [u.uid for u in units[1::2]] == ["000000001", "000000003"] and units[-1].size == 2
+    assert [read_unit(listing, *u.args[::2]) for u in units] == [lines[k:k + 2] for k in range(0, 8, 2)]
 
 
 @pytest.fixture(scope="module")

@@ -321,19 +321,25 @@ def run_units(work: Work, units: Sequence[Unit], resume: Resume, *, workers: int
     units from the back of the list at once, and ``workers - 1`` spawned ones, which take them from the
     front once they have imported what they need (~1.6 s each). Each result is saved as soon as it is
     done; ``keep=False`` returns None instead of loading them all."""
-    todo = [u for u in units if not resume.done(u.uid)]
     total = sum(u.size for u in units)
-    bar = tqdm(total=total, initial=total - sum(u.size for u in todo), desc=desc, unit=unit)
+    # one process: the units are read as they come (a lazy sequence of millions costs nothing); a pool: listed
+    todo = [u for u in units if not resume.done(u.uid)] if workers > 1 else None
+    initial = sum(u.size for u in units if resume.done(u.uid)) if todo is None else total - sum(u.size for u in todo)
+    bar = tqdm(total=total, initial=initial, desc=desc, unit=unit)
 
     def save(u: Unit, result) -> None:
         resume.save(u.uid, result)
         bar.update(u.size)
 
     try:
-        if todo and (workers <= 1 or len(todo) == 1):
-            work.open()
-            for u in todo:
-                save(u, work(*u.args))
+        if todo is None or len(todo) == 1:
+            opened = False
+            for u in todo or units:
+                if not resume.done(u.uid):
+                    if not opened:  # loaded only when there is work
+                        work.open()
+                        opened = True
+                    save(u, work(*u.args))
         elif todo:
             pool = ProcessPoolExecutor(max_workers=min(workers - 1, len(todo) - 1), initializer=_start,
                                        initargs=(work, 1), mp_context=multiprocessing.get_context("spawn"))

@@ -12,12 +12,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.runner import Unit
 
 IMAGES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 OUTSIDE = "_outside"
@@ -90,3 +91,23 @@ def repeated(listing: Path) -> set[int]:
     order = np.argsort(h, kind="stable")
     same = np.flatnonzero(h[order][1:] == h[order][:-1]) + 1
     return {int(order[k]) for k in same}
+
+
+class Batches(Sequence):
+    """The work units of a listing, made on demand: unit k is lines k*size .. of the listing, args (byte offset,
+    first line, count). Slicing gives a view (ranks take ``units[rank::world]``), so memory holds the offsets
+    (8 bytes a unit), not a unit object each."""
+
+    def __init__(self, offsets: np.ndarray, n: int, size: int, index: range | None = None):
+        self.offsets, self.n, self.size = offsets, n, size
+        self.index = range(len(offsets)) if index is None else index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return Batches(self.offsets, self.n, self.size, self.index[k])
+        k = self.index[k]
+        count = min(self.size, self.n - k * self.size)
+        return Unit(f"{k:09d}", (int(self.offsets[k]), k * self.size, count), count)
