@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def project_copy(dst: Path) -> None:
-    """The repository's files (tracked or not ignored; no data, no lock) in ``dst``, as a fresh git repo."""
+    """The repository's files (tracked or not ignored; no data but its .gitignore, no lock) in ``dst``, as a fresh
+    git repo."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
-        if not f.startswith(("data/", "dvc.lock")) and (ROOT / f).is_file():
+        if (not f.startswith(("data/", "dvc.lock")) or f == "data/.gitignore") and (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)

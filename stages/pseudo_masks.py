@@ -16,7 +16,7 @@ from pipeline.core.datasets import training_set
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import atomic_write, save_npz, write_json
 from pipeline.core.params import METHODS, IPOParams, NCutParams
-from pipeline.core.runner import Resume, Work, chunked, claim_dir, fingerprint, run_units, stage
+from pipeline.core.runner import Resume, Work, chunked, claim_dir, file_digest, fingerprint, run_units, stage
 from pipeline.features.store import FeatureStore
 
 
@@ -62,7 +62,9 @@ def pseudo_masks(p, features: Path, out: Path, grids: Path, metrics_path: Path, 
         raise PipelineError(f"{features}: its images are not the data.train sample; rerun extract")
     gt = [by_stem[s] for s in store.stems]
     gt_paths = [str(m) for m in gt] if all(m is not None for m in gt) else None
-    keys = method_keys(fingerprint(store.attrs["fingerprint"], gt_paths), p.ncut, p.ipo, p.pseudo.kmeans_seed)
+    # keyed by the masks' content, not their paths: a queued run's copy of the repository finds the kept masks
+    truth = [file_digest(m) for m in gt_paths] if gt_paths else None
+    keys = method_keys(fingerprint(store.attrs["fingerprint"], truth), p.ncut, p.ipo, p.pseudo.kmeans_seed)
     kept, todo = split_kept(claim_dir(grids), keys, store.stems)
     result = dict(kept)
     if todo:

@@ -19,12 +19,12 @@ def run(cmd, cwd):
 
 
 def copy_project(dst: Path, tiny_model_dir: Path, edit=lambda p: None) -> Path:
-    """The repository's files (no data, no lock) in ``dst`` as a committed git repo, with the tiny
+    """The repository's files (no data but its .gitignore, no lock) in ``dst`` as a committed git repo, with the tiny
     backbone at 112 px and ``edit(params)`` applied."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("data/", "dvc.lock")):
+        if (ROOT / f).is_file() and (not f.startswith(("data/", "dvc.lock")) or f == "data/.gitignore"):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
     p = yaml.safe_load((dst / "params.yaml").read_text())

@@ -414,3 +414,19 @@ def test_spread_groups_experiments_that_differ_only_in_the_seed(project):
     assert row[0] == "(one setup)" and row[4:6] == ["2", f"{mean:.1f} ± {std:.1f}"]
     out = run(["selfment", "spread", "nocache", "nocache-seed", "baseline", "--method", "head"], project)
     assert "3 runs in 2 setups" in out and out.count("| demo") == 2 * 5
+
+
+def test_after_a_committed_baseline_an_ncut_experiment_in_a_fresh_copy_reruns_ncut_and_ipo_only(project):
+    """Last (it commits the workspace): an ncut.* experiment in a fresh copy of the repository (--temp, as a
+    queued one) finds CLS and k-means kept (from DVC's cache) and the stores shared (linked, not extracted), and
+    reruns NCut and IPO."""
+    import dvc.api
+
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline"], project)
+    out = run(["dvc", "exp", "run", "--temp", "-n", "tau", "-S", "ncut.tau=0.3"], project)
+    assert "shared store" in out and "(0 written by rank 0)" in out and "written by rank 0)" in out
+    n = json.loads((project / "metrics/pseudo_masks.json").read_text())["n_images"]
+    tau = json.loads(dvc.api.read("metrics/pseudo_masks.json", repo=str(project), rev="tau"))
+    assert tau["computed"] == {"ncut_solved": n, "ipo_run": n, "cls_run": 0, "kmeans_run": 0}
+    assert "computed: ncut, ncut_ipo, kept: cls, kmeans" in out
